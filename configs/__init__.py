@@ -1,0 +1,1 @@
+"""Shipped configs (installed as the `jaxsink.configs` package): each file has `get_config()`."""

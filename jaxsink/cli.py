@@ -1,0 +1,112 @@
+"""`jaxsink` command line: train, eval, demo (and probe).
+
+    jaxsink train --config configs/tiny.py --workdir DIR [--config.model.norm_placement=sandwich ...]
+    jaxsink eval --workdir DIR
+    jaxsink demo [--workdir DIR]
+
+Errors a user can fix (bad config, data, workdir, checkpoint) print one line `jaxsink: error: ...` and
+exit with status 2, before any compute.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+CONFIG_PREFIX = "--config."
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxsink", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train or resume a model (re-running the same command resumes)")
+    tr.add_argument("--config", required=True, help="config file (configs/tiny.py) or shipped name (tiny)")
+    tr.add_argument("--workdir", required=True)
+    tr.add_argument("--no-progress", action="store_true")
+    ev = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a workdir's checkpoint")
+    ev.add_argument("--workdir", required=True)
+    ev.add_argument("--sequences", type=int, default=0, help="held-out sequences (0: all)")
+    de = sub.add_parser("demo", help="the main job: a short tiny-scale run on the default corpus")
+    de.add_argument("--workdir", default="runs/demo")
+    de.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _split_overrides(argv):
+    """Separate absl-style `--config.key=value` overrides from the other arguments."""
+    rest, overrides = [], []
+    args = iter(argv)
+    for a in args:
+        if a.startswith(CONFIG_PREFIX):
+            body = a[len(CONFIG_PREFIX):]
+            if "=" not in body:
+                body = f"{body}={next(args, '')}"
+            overrides.append(body)
+        else:
+            rest.append(a)
+    return rest, overrides
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    rest, overrides = _split_overrides(argv)
+    args = _parser().parse_args(rest)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("jaxsink").setLevel(logging.INFO)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        if overrides and args.command != "train":
+            raise _usage(f"--config.* overrides are only accepted by 'train', got {overrides[0]!r}")
+        result = COMMANDS[args.command](args, overrides)
+    except _user_errors() as e:
+        print(f"jaxsink: error: {e}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+class _usage(ValueError):
+    pass
+
+
+def _user_errors():
+    from jaxsink.config import ConfigError
+    from jaxsink.data import DataError
+    from jaxsink.train.checkpoint import CheckpointError
+    from jaxsink.train.loop import NonFiniteLoss
+    from jaxsink.train.run import RunError
+    from jaxsink.train.workdir_lock import WorkdirLocked
+    return (ConfigError, DataError, CheckpointError, NonFiniteLoss, RunError, WorkdirLocked, _usage)
+
+
+def cmd_train(args, overrides):
+    from jaxsink.config import load_config
+    from jaxsink.train.loop import train
+    cfg = load_config(args.config, overrides)
+    return train(cfg, args.workdir, progress=not args.no_progress)
+
+
+def cmd_eval(args, overrides):
+    from jaxsink.train.run import Run, evaluate, load_workdir_config
+    run = Run.create(load_workdir_config(args.workdir), args.workdir)
+    params, step = run.restore_params()
+    return {"step": step, **evaluate(run, params, args.sequences or None)}
+
+
+def cmd_demo(args, overrides):
+    """Until the experiments land: a short tiny training run + held-out evaluation on the default corpus."""
+    from jaxsink.config import load_config
+    from jaxsink.train.loop import train
+    cfg = load_config("tiny", ["train.steps=400", "train.checkpoint_every=200"])
+    summary = train(cfg, args.workdir, progress=not args.no_progress)
+    summary["workdir"] = args.workdir
+    return summary
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The one jaxsink model: a decoder-only Transformer whose blocks are composed from parts by config.
+
+Layout follows the paper's block indexing (§2.1): `blocks[i]` (0-based) is paper block i+1, an attention
+block when i is even and an FFN block when i is odd, each `H_{i+1} = combine(H_i, F_i)` with the norm
+placement of the config. Pretrained checkpoints are imported into this same class.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxsink.model.attention import Attention
+from jaxsink.model.capture import BlockOutput, NormedInput, Residual, capture_types
+from jaxsink.model.layers import GeluMLP, LinearFFN, Norm, SwiGLU, param
+from jaxsink.model.spec import ModelSpec
+
+FFN_MIXERS = {"swiglu": SwiGLU, "gelu": GeluMLP, "linear": LinearFFN, "attention": Attention}
+
+
+class Block(nnx.Module):
+    """One residual block. Placements (N = norm, F = attention or FFN):
+
+    pre: H + F(N(H));  post: N(H + F(H));  sandwich: H + N_out(F(N_in(H)));
+    sandwich_qk: H + N_out(F(H)) with QK-norm in attention (OLMo-2);  none: H + F(H).
+    """
+
+    def __init__(self, spec: ModelSpec, is_attention: bool, rngs: nnx.Rngs):
+        self.placement = spec.norm_placement
+        norm = lambda: Norm(spec.norm_type, spec.d_model, spec.norm_eps, spec.dyt_alpha_init)  # noqa: E731
+        if self.placement in ("pre", "sandwich"):
+            self.norm_in = norm()
+        if self.placement in ("post", "sandwich", "sandwich_qk"):
+            self.norm_out = norm()
+        self.mixer = Attention(spec, rngs) if is_attention else FFN_MIXERS[spec.ffn](spec, rngs)
+
+    def __call__(self, h, ctx):
+        x = self.norm_in(h) if self.placement in ("pre", "sandwich") else h
+        self.sow(NormedInput, "normed_input", x)
+        f = self.mixer(x, ctx)
+        if self.placement == "post":
+            new = self.norm_out(h + f)
+        else:
+            if self.placement in ("sandwich", "sandwich_qk"):
+                f = self.norm_out(f)
+            new = h + f
+        self.sow(BlockOutput, "block_out", f)
+        self.sow(Residual, "residual", new)
+        return new
+
+
+class Transformer(nnx.Module):
+    """Embedding (+ learned positions) -> 2L blocks -> final norm -> head (paper Eq. 13-14)."""
+
+    def __init__(self, spec: ModelSpec, rngs: nnx.Rngs):
+        self.spec = spec
+        d, v = spec.d_model, spec.vocab_size
+        self.embed = param(rngs, (v, d), ("vocab", "embed"), spec.init_std)
+        if spec.position == "learned":
+            self.pos_embed = param(rngs, (spec.max_seq_len, d), ("position", "embed"), spec.init_std)
+        self.blocks = nnx.List([Block(spec, i % 2 == 0, rngs) for i in range(spec.n_blocks)])
+        if spec.norm_placement != "none":
+            self.final_norm = Norm(spec.norm_type, d, spec.norm_eps, spec.dyt_alpha_init)
+        if not spec.tie_embeddings:
+            self.head = param(rngs, (d, v), ("embed", "vocab"), spec.init_std)
+
+    def __call__(self, tokens):
+        spec = self.spec
+        t = tokens.shape[1]
+        positions = jnp.arange(t)
+        tok = jnp.take(self.embed[...], tokens, axis=0)
+        h = tok + self.pos_embed[...][:t][None] if spec.position == "learned" else tok
+        h = h.astype(spec.compute_dtype)
+        self.sow(Residual, "embedding", h)
+        ctx = {"positions": positions, "token_embedding": tok}
+        for block in self.blocks:
+            h = block(h, ctx)
+        if spec.norm_placement != "none":
+            h = self.final_norm(h)
+        head = self.embed[...].T if spec.tie_embeddings else self.head[...]
+        return (h @ head.astype(h.dtype)).astype(jnp.float32)
+
+
+def build(spec: ModelSpec, seed: int = 0) -> Transformer:
+    return Transformer(spec, nnx.Rngs(params=seed))
+
+
+def forward(model: Transformer, tokens, capture=()):
+    """Logits and the requested intermediates (names from `capture.CAPTURE_TYPES`).
+
+    Always runs under `nnx.capture`, so `sow` never falls back to the deprecated attribute storage.
+    Returns (logits, State | None).
+    """
+    types = capture_types(capture)
+    if not types:
+        return nnx.capture(model)(tokens), None
+    logits, *states = nnx.capture(model, *types)(tokens)
+    return logits, nnx.merge_state(*states) if len(states) > 1 else states[0]
+
+
+def apply(graphdef, params: dict, tokens, capture=()):
+    """Pure functional forward over a nested dict of parameter arrays (what `jax.jit` sees)."""
+    return forward(nnx.merge(graphdef, nnx.State(params)), tokens, capture)
+
+
+def split(model: Transformer):
+    """(graphdef, params as a nested dict of arrays) — parameters are the only state of the model."""
+    graphdef, state = nnx.split(model, nnx.Param)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def abstract_model(spec: ModelSpec):
+    """graphdef and the abstract parameter State (Variables of ShapeDtypeStruct, with logical axes)."""
+    return nnx.split(nnx.eval_shape(lambda: build(spec)), nnx.Param)
+
+
+def map_variables(state: nnx.State, fn) -> dict:
+    """Nested dict (the `split` layout) of `fn(variable)` for every Variable of `state`."""
+    out: dict = {}
+    for path, var in nnx.to_flat_state(state):
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = fn(var)
+    return out
+
+
+def init_params(spec: ModelSpec, seed: int) -> dict:
+    return split(build(spec, seed))[1]
+
+
+def count_params(params) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -1,0 +1,1 @@
+"""Training: optimizer, jitted steps, the loop, checkpoints, metrics."""

@@ -1,0 +1,151 @@
+"""Checkpoints of a training run: a thin wrapper over Orbax's `CheckpointManager` (v0 args API).
+
+All Orbax calls live here, so a later switch to the Orbax v1 API touches this file only.
+
+On disk, `DIRECTORY/<step>/` holds three items: `state/` (the arrays, an OCDBT/tensorstore database),
+`config/metadata` and `extra/metadata` (JSON). Orbax writes a step into `<step>.orbax-checkpoint-tmp-*`
+and renames it when complete, so a save killed mid-write is never listed as a step.
+
+Restoring the latest step falls back to earlier steps when a checkpoint is unreadable. Unreadable
+checkpoints are never deleted or modified; only when a resumed run saves the same step again is the old one
+renamed to `<step>.unreadable-<time>` (kept, and no longer listed), since Orbax cannot save over a step.
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+log = logging.getLogger("jaxsink")
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint could be read; one-line message."""
+
+
+class CheckpointStore:
+    def __init__(self, directory, *, keep: int = 3, async_save: bool = True):
+        self.directory = pathlib.Path(directory).absolute()
+        self._unreadable: set[int] = set()
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=checkpoint_managers.LatestN(keep), create=True,
+            enable_async_checkpointing=async_save)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=_registry())
+
+    def save(self, step: int, state, *, config: dict, extra: dict | None = None, force: bool = False) -> bool:
+        """Save (asynchronously unless async_save=False); False when Orbax's policy skips this step."""
+        self._set_aside_unreadable(step)
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config),
+                                  extra=ocp.args.JsonSave(extra or {}))
+        return self._manager.save(step, args=args, force=force)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def restore(self, abstract_state, step: int | None = None) -> tuple[object, dict, dict]:
+        """(state, config, extra) of `step`, or of the latest readable step when step is None.
+
+        `abstract_state`: pytree of jax.ShapeDtypeStruct with shardings on the current mesh; the arrays are
+        restored in those shardings whatever mesh they were saved from.
+        """
+        def read(s):
+            _check_stored_layout(self._manager.item_metadata(s)["state"], abstract_state)
+            r = self._manager.restore(s, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore(),
+                extra=ocp.args.JsonRestore()))
+            return r["state"], r["config"], r["extra"]
+        return self._first_readable(read, step)
+
+    def read_config(self, step: int | None = None) -> dict:
+        """The stored config of `step` (default: the latest readable), without building any arrays."""
+        return self._first_readable(
+            lambda s: self._manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"],
+            step)
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def _first_readable(self, read, step: int | None):
+        """read(step) for the given step, or for the newest step it succeeds on (older ones on failure)."""
+        steps = self.all_steps()
+        if step is not None and step not in steps:
+            raise CheckpointError(f"no checkpoint of step {step} in {self.directory} (steps: {steps})")
+        candidates = [step] if step is not None else steps[::-1]
+        if not candidates:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        error = None
+        for s in candidates:
+            try:
+                return read(s)
+            except Exception as e:  # noqa: BLE001 -- any Orbax/tensorstore/JSON error means "unreadable"
+                error = _one_line(e)
+                self._unreadable.add(s)
+                if step is None:
+                    log.warning("checkpoint step %d in %s is unreadable (%s); trying an earlier step",
+                                s, self.directory, error)
+        raise CheckpointError(f"no readable checkpoint in {self.directory} (tried steps {candidates}); "
+                              f"last error: {error}")
+
+    def _set_aside_unreadable(self, step: int) -> None:
+        """Rename the unreadable checkpoints at or after `step` (found by restore) so Orbax can save `step`."""
+        stale = sorted(s for s in self._unreadable if s >= step and s in self._manager.all_steps())
+        if not stale:
+            return
+        self._manager.wait_until_finished()
+        if jax.process_index() == 0:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for s in stale:
+                target = self.directory / f"{s}.unreadable-{stamp}"
+                (self.directory / str(s)).rename(target)
+                log.warning("unreadable checkpoint step %d kept as %s; saving a new step %d", s, target, s)
+        ocp.multihost.sync_global_processes("jaxsink_checkpoint_set_aside")
+        self._unreadable -= set(stale)
+        self._manager.reload()
+
+
+def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    """Handlers per item, so that partial restores (config only) and item metadata work."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    registry.add("state", ocp.args.StandardSave, ocp.StandardCheckpointHandler)
+    registry.add("state", ocp.args.StandardRestore, ocp.StandardCheckpointHandler)
+    for item in ("config", "extra"):
+        registry.add(item, ocp.args.JsonSave, ocp.JsonCheckpointHandler)
+        registry.add(item, ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
+    return registry
+
+
+def _check_stored_layout(stored, abstract_state) -> None:
+    """Orbax silently casts to the requested dtype; a dtype (or shape) change means the wrong checkpoint."""
+    on_disk = {m.name: m for m in jax.tree.leaves(stored)}
+    for path, want in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
+        name = ".".join(_key_name(k) for k in path)
+        have = on_disk.get(name)
+        if have is None:
+            raise ValueError(f"array {name} is not in the checkpoint")
+        if tuple(have.shape) != tuple(want.shape) or have.dtype != want.dtype:
+            raise ValueError(f"array {name} is stored as {have.dtype}{list(have.shape)}, "
+                             f"expected {want.dtype}{list(want.shape)}")
+
+
+def _key_name(key) -> str:
+    """Orbax's name for one pytree path element (dict key, sequence index or named-tuple field)."""
+    for attr in ("key", "idx", "name"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _one_line(e: Exception, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or "no message"
+    text = text.split(" [tensorstore_spec")[0]  # tensorstore appends a long JSON spec
+    return f"{type(e).__name__}: {text[:limit]}"

@@ -1,0 +1,129 @@
+"""The training loop: resume-or-init, jitted sharded steps, metrics, evaluation, checkpoints.
+
+Re-running the same command on the same workdir resumes from the latest good checkpoint: the data of step
+s is a pure function of (seed, s) and the state is restored exactly, so the metrics of a resumed run equal
+an uninterrupted run's.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import jax
+import numpy as np
+
+from jaxsink.train import metrics as metrics_lib
+from jaxsink.train.run import Run, check_workdir_config, evaluate, write_config
+from jaxsink.train.step import make_train_step
+from jaxsink.train.workdir_lock import workdir_lock
+
+log = logging.getLogger("jaxsink")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or gradient norm became NaN/Inf (train.nan_policy=stop)."""
+
+
+def train(cfg, workdir, *, devices=None, progress: bool = True, stats=None) -> dict:
+    """Train (or resume) the run in `workdir`; returns a summary dict (last step, loss, held-out eval).
+
+    `stats`: optional (capture names, stats_fn) for training-time statistics every `stats.every` steps.
+    """
+    import pathlib
+    workdir = pathlib.Path(workdir)
+    check_workdir_config(cfg, workdir)
+    run = Run.create(cfg, workdir, devices)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(workdir):
+        write_config(cfg, workdir)
+        return _train_locked(run, progress, stats)
+
+
+def _train_locked(run: Run, progress: bool, stats) -> dict:
+    t = run.cfg.train
+    store = run.checkpoints()
+    if store.latest_step() is not None:
+        state, _, _ = store.restore(run.abstract_state())
+    else:
+        state = run.init_state()
+    start = int(state["step"])
+    writer = metrics_lib.MetricsWriter(run.workdir, is_primary=jax.process_index() == 0)
+    metrics_lib.truncate_after(run.workdir / "metrics.jsonl", start - 1)
+    steps = _compile_steps(run, stats)
+    bar = metrics_lib.Progress(t.steps, initial_step=start, enabled=progress)
+    summary = {"start_step": start}
+    tic, tokens_since = time.perf_counter(), 0
+    try:
+        for step in range(start, t.steps):
+            with_stats = stats is not None and run.cfg.stats.every and step % run.cfg.stats.every == 0
+            with jax.set_mesh(run.mesh):
+                state, m = steps[bool(with_stats)](state, run.train_batch(step))
+            tokens_since += run.tokens_per_step
+            _check_finite(m, step, t.nan_policy)   # every step: a NaN must stop the run at its step
+            if step % t.log_every == 0 or with_stats or step == t.steps - 1:
+                m = jax.device_get(m)
+                elapsed = time.perf_counter() - tic
+                row = {"loss": float(m.pop("loss")), "lr": float(_lr(run, step)),
+                       "tokens_per_s": tokens_since / max(elapsed, 1e-9), **_host(m)}
+                writer.write(step, row)
+                bar.update(step + 1, row["loss"], row["tokens_per_s"])
+                summary.update(step=step, loss=row["loss"], tokens_per_s=row["tokens_per_s"])
+                tic, tokens_since = time.perf_counter(), 0
+            if t.eval_every and (step + 1) % t.eval_every == 0 and step + 1 < t.steps:
+                writer.write(step, _prefixed(evaluate(run, state["params"], t.eval_sequences or None)))
+            if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0:
+                store.save(step + 1, state, config=_config_dict(run))
+        if int(state["step"]) not in store.all_steps():
+            store.save(int(state["step"]), state, config=_config_dict(run), force=True)
+        store.wait()
+        final = evaluate(run, state["params"], t.eval_sequences or None)
+        writer.write(int(state["step"]) - 1, _prefixed(final))
+        summary.update(final)
+        return summary
+    finally:
+        bar.close()
+        writer.close()
+        store.close()
+
+
+def _compile_steps(run: Run, stats):
+    """Two jitted variants: the plain step and (if requested) the step that also returns statistics."""
+    state_sh = run.state_shardings()
+    rep = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
+
+    def jit(step_fn):
+        return jax.jit(step_fn, in_shardings=(state_sh, run.batch_sharding()), out_shardings=(state_sh, rep),
+                       donate_argnums=0)
+    plain = jit(make_train_step(run.graphdef, run.optimizer, run.cfg.train))
+    if stats is None:
+        return {False: plain}
+    capture, stats_fn = stats
+    return {False: plain, True: jit(make_train_step(run.graphdef, run.optimizer, run.cfg.train,
+                                                    capture=capture, stats_fn=stats_fn))}
+
+
+def _check_finite(m, step, policy) -> None:
+    if bool(m.pop("finite")):
+        return
+    if policy == "stop":
+        raise NonFiniteLoss(f"non-finite loss or gradient at step {step} (loss={float(m['loss'])}): stopped; "
+                            "the update was not applied and the last checkpoint is intact")
+    log.warning("non-finite loss or gradient at step %d: update skipped (train.nan_policy=skip)", step)
+
+
+def _lr(run: Run, step: int) -> float:
+    from jaxsink.train.optim import schedule
+    return schedule(run.cfg.train)(step)
+
+
+def _host(m: dict) -> dict:
+    return {k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist()) for k, v in m.items()}
+
+
+def _prefixed(evaluation: dict) -> dict:
+    return {f"eval/{k}": v for k, v in evaluation.items()}
+
+
+def _config_dict(run: Run) -> dict:
+    from jaxsink.config import to_dict
+    return to_dict(run.cfg)

@@ -1,0 +1,214 @@
+"""Everything a run needs before the first step, shared by `train`, `eval` and `probe`.
+
+`Run.create(cfg, workdir)` loads and checks the data, tokenizer, model spec, mesh and shardings, in that
+order, so every bad input fails with a one-line error before any compute.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxsink import config as config_lib
+from jaxsink import data as data_lib
+from jaxsink import sharding
+from jaxsink.model import ModelSpec, abstract_model, build, split
+from jaxsink.train.checkpoint import CheckpointStore
+from jaxsink.train.optim import make_optimizer
+
+# keys that may change between the runs that share a workdir (cadence only, never the science)
+RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
+                  "train.async_checkpointing", "train.eval_sequences", "stats.every")
+
+
+class RunError(RuntimeError):
+    """A run cannot start (workdir/config mismatch, missing checkpoint...); one-line message."""
+
+
+@dataclasses.dataclass
+class Run:
+    cfg: object
+    workdir: pathlib.Path
+    tokenizer: object
+    splits: data_lib.TokenSplits
+    spec: ModelSpec
+    mesh: jax.sharding.Mesh
+    rules: dict
+    graphdef: object
+    param_shardings: dict
+    abstract_params: dict
+    optimizer: optax.GradientTransformation
+
+    @classmethod
+    def create(cls, cfg, workdir, devices=None) -> "Run":
+        devices = list(jax.devices() if devices is None else devices)
+        config_lib.validate(cfg, len(devices))
+        workdir = pathlib.Path(workdir)
+        tokenizer, splits = load_data(cfg, workdir)
+        spec = ModelSpec.from_config(cfg.model, tokenizer.vocab_size)
+        if spec.vocab_size < tokenizer.vocab_size:
+            raise config_lib.ConfigError(
+                f"model.vocab_size: {spec.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
+        mesh = sharding.make_mesh(cfg.mesh, devices)
+        rules = sharding.rules_from_config(cfg.mesh)
+        graphdef, abstract_state = abstract_model(spec)
+        shardings = sharding.param_shardings(abstract_state, rules, mesh)
+        from jaxsink.model import map_variables
+        abstract = map_variables(abstract_state, lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype))
+        return cls(cfg, workdir, tokenizer, splits, spec, mesh, rules, graphdef, shardings, abstract,
+                   make_optimizer(cfg.train, abstract))
+
+    # ------------------------------------------------------------ state
+    def state_shardings(self) -> dict:
+        """Shardings of {"params", "opt_state", "step"}: optimizer moments follow their parameter."""
+        rep = sharding.replicated(self.mesh)
+        opt_abstract = jax.eval_shape(self.optimizer.init, self.abstract_params)
+        opt = optax.tree_map_params(self.optimizer, lambda _, s: s, opt_abstract, self.param_shardings,
+                                    transform_non_params=lambda _: rep)
+        return {"params": self.param_shardings, "opt_state": opt, "step": rep}
+
+    def abstract_state(self) -> dict:
+        shardings = self.state_shardings()
+        shapes = {"params": self.abstract_params,
+                  "opt_state": jax.eval_shape(self.optimizer.init, self.abstract_params),
+                  "step": jax.ShapeDtypeStruct((), jnp.int32)}
+        return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+
+    def init_state(self) -> dict:
+        """Fresh parameters (seed train.seed) created directly in their shardings."""
+        graph_seed = self.cfg.train.seed
+
+        def init():
+            params = split(build(self.spec, graph_seed))[1]
+            return {"params": params, "opt_state": self.optimizer.init(params), "step": jnp.int32(0)}
+        with jax.set_mesh(self.mesh):
+            return jax.jit(init, out_shardings=self.state_shardings())()
+
+    def checkpoints(self) -> CheckpointStore:
+        t = self.cfg.train
+        return CheckpointStore(self.workdir / "checkpoints", keep=t.keep_checkpoints,
+                               async_save=t.async_checkpointing)
+
+    def restore_params(self, store: CheckpointStore | None = None) -> tuple[dict, int]:
+        """Latest good checkpoint's parameters on this run's mesh, and its step."""
+        store = store or self.checkpoints()
+        if store.latest_step() is None:
+            raise RunError(f"no checkpoint in {self.workdir / 'checkpoints'}: train first")
+        state, _, _ = store.restore(self.abstract_state())
+        return state["params"], int(state["step"])
+
+    def batch_sharding(self):
+        """[grad_accum, micro_batch, T] batches: micro-batch rows over the `batch` rule's axes."""
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        row = sharding.batch_sharding(self.mesh, self.rules).spec[0]
+        return NamedSharding(self.mesh, P(None, row, None))
+
+    def train_batch(self, step: int) -> dict:
+        t = self.cfg.train
+        inputs, targets = data_lib.train_batch(self.splits.train, seed=t.seed, step=step, batch_size=t.batch_size,
+                                               seq_len=t.seq_len, bos_id=self.tokenizer.bos_id)
+        shape = (t.grad_accum, t.batch_size // t.grad_accum, t.seq_len)
+        sh = self.batch_sharding()
+        return {"inputs": jax.device_put(inputs.reshape(shape), sh),
+                "targets": jax.device_put(targets.reshape(shape), sh)}
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.train.batch_size * self.cfg.train.seq_len
+
+
+# ---------------------------------------------------------------- data and workdir
+
+def load_data(cfg, workdir: pathlib.Path):
+    """Corpus -> tokenizer (BPE trained once and kept in the workdir) -> train/held-out token splits."""
+    docs = data_lib.load_corpus(cfg.data.corpus)
+    if cfg.data.tokenizer == "byte":
+        tokenizer = data_lib.ByteTokenizer()
+    else:
+        path = workdir / "tokenizer.json"
+        if path.exists():
+            tokenizer = data_lib.BPETokenizer.load(path)
+        else:
+            tokenizer = data_lib.BPETokenizer.train(docs, cfg.data.bpe_vocab_size)
+            workdir.mkdir(parents=True, exist_ok=True)
+            tokenizer.save(path)
+    splits = data_lib.split_and_encode(docs, tokenizer, cfg.data.heldout_fraction)
+    if len(splits.train) < cfg.train.seq_len + 1:
+        raise data_lib.DataError(f"corpus {cfg.data.corpus!r} has {len(splits.train)} training tokens, "
+                                 f"shorter than one sequence of {cfg.train.seq_len}")
+    return tokenizer, splits
+
+
+def check_workdir_config(cfg, workdir: pathlib.Path) -> None:
+    """A workdir belongs to one run: resuming with a different model/training config is an error."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunError(f"{path} is unreadable ({e.__class__.__name__}); move it away or use a new workdir") from None
+    current = config_lib.to_dict(cfg)
+    for key, old, new in _diff(saved, current):
+        if key not in RESUMABLE_KEYS:
+            raise RunError(f"workdir {workdir} holds a run with {key}={old!r}, not {new!r}; use a new --workdir")
+
+
+def _diff(a, b, prefix=""):
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            yield from _diff(va, vb, name + ".")
+        elif va != vb:
+            yield name, va, vb
+
+
+def write_config(cfg, workdir: pathlib.Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = workdir / "config.json.tmp"
+    tmp.write_text(json.dumps(config_lib.to_dict(cfg), indent=2, sort_keys=True))
+    tmp.replace(workdir / "config.json")
+
+
+def load_workdir_config(workdir) -> object:
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.exists():
+        raise RunError(f"{workdir} is not a jaxsink workdir (no config.json)")
+    try:
+        return config_lib.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path} is not valid JSON ({e.msg})") from None
+
+
+def bits_per_byte(nll_sum: float, tokens: float, splits: data_lib.TokenSplits) -> float:
+    """Nats over `tokens` held-out tokens -> bits per UTF-8 byte (bytes per token from the whole split)."""
+    bytes_covered = tokens * splits.heldout_bytes / max(len(splits.heldout), 1)
+    return float(nll_sum / math.log(2) / bytes_covered)
+
+
+def evaluate(run: Run, params, max_sequences: int | None = None) -> dict:
+    """Held-out loss, perplexity and bits per byte over consecutive non-overlapping chunks."""
+    from jaxsink.train.step import make_eval_step
+    t = run.cfg.train
+    micro = t.batch_size // t.grad_accum
+    step = jax.jit(make_eval_step(run.graphdef))
+    nll, count, seqs = 0.0, 0.0, 0
+    row = sharding.batch_sharding(run.mesh, run.rules)
+    for inputs, targets, mask in data_lib.eval_batches(run.splits.heldout, seq_len=t.seq_len, batch_size=micro,
+                                                       bos_id=run.tokenizer.bos_id, max_sequences=max_sequences):
+        with jax.set_mesh(run.mesh):
+            s, n = step(params, jax.device_put(inputs, row), jax.device_put(targets, row),
+                        jax.device_put(np.asarray(mask), sharding.replicated(run.mesh)))
+        nll, count, seqs = nll + float(s), count + float(n), seqs + int(np.sum(mask))
+    loss = nll / count
+    return {"heldout_loss": loss, "perplexity": float(math.exp(min(loss, 50.0))),
+            "bits_per_byte": bits_per_byte(nll, count, run.splits), "heldout_tokens": int(count),
+            "sequences": seqs,
+            "unigram_bits_per_byte": data_lib.unigram_bits_per_byte(run.splits, run.tokenizer.vocab_size)}

@@ -1,0 +1,9 @@
+"""Test session setup: 8 simulated CPU devices (before JAX initialises its backend), no network."""
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
