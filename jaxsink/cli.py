@@ -20,6 +20,12 @@ CONFIG_PREFIX = "--config."
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxsink", description=__doc__.split("\n")[0])
+    dist = p.add_argument_group("multi-process (jax.distributed)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="call jax.distributed.initialize() with auto-detection (Cloud TPU pods, SLURM)")
+    dist.add_argument("--coordinator", help="coordinator host:port for an explicit multi-process run")
+    dist.add_argument("--num-processes", type=int)
+    dist.add_argument("--process-id", type=int)
     sub = p.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train or resume a model (re-running the same command resumes)")
     tr.add_argument("--config", required=True, help="config file (configs/tiny.py) or shipped name (tiny)")
@@ -56,6 +62,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("jaxsink").setLevel(logging.INFO)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _init_distributed(args)
     try:
         if overrides and args.command != "train":
             raise _usage(f"--config.* overrides are only accepted by 'train', got {overrides[0]!r}")
@@ -66,6 +73,17 @@ def main(argv=None) -> int:
     if result is not None:
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0
+
+
+def _init_distributed(args) -> None:
+    """Multi-host runs: every process runs the same command; JAX connects them before any compute."""
+    import jax
+    if args.coordinator:
+        if os.environ.get("JAX_PLATFORMS", "") == "cpu":   # CPU collectives across processes need gloo
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif args.distributed:
+        jax.distributed.initialize()
 
 
 class _usage(ValueError):

@@ -135,6 +135,19 @@ def test_keep_n_config_extra_and_read_config(tmp_path):
     store.close()
 
 
+def test_async_save_survives_donation_of_the_saved_arrays(tmp_path):
+    """The loop donates the state to the next step right after save(): the save must not read it later."""
+    mesh = make_mesh(8)
+    store = CheckpointStore(tmp_path)
+    state = make_state(mesh, 2)
+    store.save(2, state, config=CONFIG)
+    for x in jax.tree.leaves(state):
+        x.delete()
+    store.wait()
+    assert_same(store.restore(abstract(mesh))[0], make_state(mesh, 2), mesh)
+    store.close()
+
+
 def test_empty_directory(tmp_path):
     store = CheckpointStore(tmp_path / "ckpt")
     assert store.latest_step() is None and store.all_steps() == []
@@ -168,7 +181,8 @@ def test_unreadable_latest_falls_back_and_is_kept(tmp_path, caplog, corrupt):
     assert_same(state, make_state(mesh, 1), mesh)
     assert extra == {"data_position": 10}
     warnings = [r.getMessage() for r in caplog.records if r.name == "jaxsink"]
-    assert len(warnings) == 1 and "checkpoint step 2 " in warnings[0] and "\n" not in warnings[0]
+    assert len(warnings) == 1 and "checkpoint step 2 " in warnings[0] and "falling back to step 1" in warnings[0]
+    assert "\n" not in warnings[0]
     store.close()
     assert snapshot(tmp_path) == before  # nothing deleted or modified
     assert CheckpointStore(tmp_path).all_steps() == [1, 2]

@@ -33,7 +33,7 @@ def strict_json(line: str) -> dict:
 
 def test_rows_non_finite_values_and_tensorboard(tmp_path):
     writer = MetricsWriter(tmp_path)
-    writer.write(0, {"loss": 2.5, "lr": np.float32(0.25), "tokens": jnp.int32(7), "norms": jnp.array([1.0, 2.0]),
+    writer.write(0, {"loss": 2.5, "lr": jnp.bfloat16(0.25), "tokens": jnp.int32(7), "norms": jnp.array([1.0, 2.0]),
                      "nan": float("nan"), "inf": jnp.float32(jnp.inf), "spikes": [0.5, -math.inf]})
     writer.write(10, {"loss": np.float64(1.5)})
     writer.close()

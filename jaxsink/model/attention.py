@@ -17,21 +17,24 @@ from jaxsink.model.spec import ModelSpec
 EXTRA_SLOT = ("sink_logit", "softmax1", "k_bias", "kv_bias")
 
 
-def visible_mask(q_pos, k_pos, window: int):
-    """Key s is visible to query t iff s <= t and, with a sliding window W, s > t - W."""
+def visible_mask(q_pos, k_pos, window: int, keep_first: int = 0):
+    """Key s is visible to query t iff s <= t and, with a sliding window W, s > t - W or s < keep_first
+    (StreamingLLM's window attention that keeps the first `keep_first` tokens as sinks)."""
     vis = k_pos[None, :] <= q_pos[:, None]
     if window:
-        vis &= k_pos[None, :] > q_pos[:, None] - window
+        vis &= (k_pos[None, :] > q_pos[:, None] - window) | (k_pos[None, :] < keep_first)
     return vis
 
 
-def attention_probs(q, k, *, kind: str, q_pos, k_pos, window: int = 0, alibi=None,
-                    extra_logit=None, sigmoid_bias: float = 0.0):
+def attention_probs(q, k, *, kind: str, q_pos, k_pos, window: int = 0, keep_first: int = 0, alibi=None,
+                    extra_logit=None, sigmoid_bias: float = 0.0, drop_first_key=None):
     """Probabilities [B, H, Tq, Tk] over real keys, and the extra slot's mass [B, H, Tq] (or None).
 
     q: [B, Tq, H, d] (already QK-normed and rotated), k: [B, Tk, Hkv, d]; query head h reads kv head
     h // (H / Hkv). `extra_logit` [B, H, Tq] is the logit of the always-visible extra slot
-    (sink logit, 0 for softmax-off-by-one, q.k_bias for key biases). Computed in float32.
+    (sink logit, 0 for softmax-off-by-one, q.k_bias for key biases). `drop_first_key` [H] bool hides key 0
+    from the queries t >= 1 of those heads (an intervention on the sink; query 0 keeps its only key).
+    Computed in float32.
     """
     b, tq, h, d = q.shape
     hkv = k.shape[2]
@@ -41,7 +44,10 @@ def attention_probs(q, k, *, kind: str, q_pos, k_pos, window: int = 0, alibi=Non
     if alibi is not None:
         dist = (q_pos[:, None] - k_pos[None, :]).astype(jnp.float32)
         logits = logits - alibi[None, :, None, None] * dist[None, None]
-    vis = visible_mask(q_pos, k_pos, window)[None, None]
+    vis = visible_mask(q_pos, k_pos, window, keep_first)[None, None]
+    if drop_first_key is not None:
+        dropped = (k_pos[None, :] == 0) & (q_pos[:, None] > 0)
+        vis = vis & ~(jnp.asarray(drop_first_key)[:, None, None] & dropped[None])[None]
     if kind == "sigmoid":
         return jnp.where(vis, jax.nn.sigmoid(logits + sigmoid_bias), 0.0), None
     logits = jnp.where(vis, logits, -jnp.inf)
@@ -107,10 +113,13 @@ class Attention(nnx.Module):
         self.sow(QKV, "q", q)
         self.sow(QKV, "k", k)
         self.sow(QKV, "v", v)
+        over = ctx["attention_override"]
         probs, extra = attention_probs(
-            q, k, kind=spec.attention, q_pos=pos, k_pos=pos, window=spec.sliding_window,
+            q, k, kind=spec.attention, q_pos=pos, k_pos=pos, window=over.get("window", spec.sliding_window),
+            keep_first=over.get("keep_first", 0),
             alibi=alibi_slopes(spec.n_heads) if spec.position == "alibi" else None,
-            extra_logit=self._extra_logit(q), sigmoid_bias=spec.sigmoid_bias)
+            extra_logit=self._extra_logit(q), sigmoid_bias=spec.sigmoid_bias,
+            drop_first_key=over.get("drop_first_key", {}).get(ctx["block"]))
         self.sow(AttnProbs, "attn_probs", probs)
         y = self._mix_values(probs, extra, v)
         y = self._gate(y.astype(dt), x, ctx)

@@ -25,8 +25,9 @@ class Block(nnx.Module):
     sandwich_qk: H + N_out(F(H)) with QK-norm in attention (OLMo-2);  none: H + F(H).
     """
 
-    def __init__(self, spec: ModelSpec, is_attention: bool, rngs: nnx.Rngs):
-        self.placement = spec.norm_placement
+    def __init__(self, spec: ModelSpec, index: int, rngs: nnx.Rngs):
+        self.placement, self.index = spec.norm_placement, index   # index: the paper's 1-based block number
+        is_attention = index % 2 == 1
         norm = lambda: Norm(spec.norm_type, spec.d_model, spec.norm_eps, spec.dyt_alpha_init)  # noqa: E731
         if self.placement in ("pre", "sandwich"):
             self.norm_in = norm()
@@ -35,6 +36,7 @@ class Block(nnx.Module):
         self.mixer = Attention(spec, rngs) if is_attention else FFN_MIXERS[spec.ffn](spec, rngs)
 
     def __call__(self, h, ctx):
+        ctx = {**ctx, "block": self.index}
         x = self.norm_in(h) if self.placement in ("pre", "sandwich") else h
         self.sow(NormedInput, "normed_input", x)
         f = self.mixer(x, ctx)
@@ -44,6 +46,9 @@ class Block(nnx.Module):
             if self.placement in ("sandwich", "sandwich_qk"):
                 f = self.norm_out(f)
             new = h + f
+        if self.index in ctx["residual_edits"]:
+            mask, value = ctx["residual_edits"][self.index]
+            new = jnp.where(mask, jnp.asarray(value, new.dtype), new)
         self.sow(BlockOutput, "block_out", f)
         self.sow(Residual, "residual", new)
         return new
@@ -58,21 +63,25 @@ class Transformer(nnx.Module):
         self.embed = param(rngs, (v, d), ("vocab", "embed"), spec.init_std)
         if spec.position == "learned":
             self.pos_embed = param(rngs, (spec.max_seq_len, d), ("position", "embed"), spec.init_std)
-        self.blocks = nnx.List([Block(spec, i % 2 == 0, rngs) for i in range(spec.n_blocks)])
+        self.blocks = nnx.List([Block(spec, i + 1, rngs) for i in range(spec.n_blocks)])
         if spec.norm_placement != "none":
             self.final_norm = Norm(spec.norm_type, d, spec.norm_eps, spec.dyt_alpha_init)
         if not spec.tie_embeddings:
             self.head = param(rngs, (d, v), ("embed", "vocab"), spec.init_std)
 
-    def __call__(self, tokens):
+    def __call__(self, tokens, interventions=None):
+        """Logits [B, T, V]. `interventions` (probes only; see `forward`) edit the computation."""
         spec = self.spec
+        interventions = interventions or {}
         t = tokens.shape[1]
         positions = jnp.arange(t)
         tok = jnp.take(self.embed[...], tokens, axis=0)
         h = tok + self.pos_embed[...][:t][None] if spec.position == "learned" else tok
         h = h.astype(spec.compute_dtype)
         self.sow(Residual, "embedding", h)
-        ctx = {"positions": positions, "token_embedding": tok}
+        ctx = {"positions": positions, "token_embedding": tok,
+               "residual_edits": interventions.get("residual_edits", {}),
+               "attention_override": interventions.get("attention", {})}
         for block in self.blocks:
             h = block(h, ctx)
         if spec.norm_placement != "none":
@@ -85,22 +94,26 @@ def build(spec: ModelSpec, seed: int = 0) -> Transformer:
     return Transformer(spec, nnx.Rngs(params=seed))
 
 
-def forward(model: Transformer, tokens, capture=()):
+def forward(model: Transformer, tokens, capture=(), interventions=None):
     """Logits and the requested intermediates (names from `capture.CAPTURE_TYPES`).
 
     Always runs under `nnx.capture`, so `sow` never falls back to the deprecated attribute storage.
+    `interventions` (for probes): {"residual_edits": {block: (mask, value)}} overwrites the residual stream
+    after a block where mask is True (Sun et al.'s zero/mean ablation of spike channels);
+    {"attention": {"window": W, "keep_first": k}} applies StreamingLLM window attention in every attention
+    block; {"attention": {"drop_first_key": {block: bool[H]}}} hides the sink position from chosen heads.
     Returns (logits, State | None).
     """
     types = capture_types(capture)
     if not types:
-        return nnx.capture(model)(tokens), None
-    logits, *states = nnx.capture(model, *types)(tokens)
+        return nnx.capture(model)(tokens, interventions), None
+    logits, *states = nnx.capture(model, *types)(tokens, interventions)
     return logits, nnx.merge_state(*states) if len(states) > 1 else states[0]
 
 
-def apply(graphdef, params: dict, tokens, capture=()):
+def apply(graphdef, params: dict, tokens, capture=(), interventions=None):
     """Pure functional forward over a nested dict of parameter arrays (what `jax.jit` sees)."""
-    return forward(nnx.merge(graphdef, nnx.State(params)), tokens, capture)
+    return forward(nnx.merge(graphdef, nnx.State(params)), tokens, capture, interventions)
 
 
 def split(model: Transformer):

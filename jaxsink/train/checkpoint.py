@@ -84,15 +84,15 @@ class CheckpointStore:
         if not candidates:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         error = None
-        for s in candidates:
+        for s, earlier in zip(candidates, candidates[1:] + [None]):
             try:
                 return read(s)
             except Exception as e:  # noqa: BLE001 -- any Orbax/tensorstore/JSON error means "unreadable"
                 error = _one_line(e)
                 self._unreadable.add(s)
-                if step is None:
-                    log.warning("checkpoint step %d in %s is unreadable (%s); trying an earlier step",
-                                s, self.directory, error)
+                if earlier is not None:
+                    log.warning("checkpoint step %d in %s is unreadable (%s); falling back to step %d",
+                                s, self.directory, error, earlier)
         raise CheckpointError(f"no readable checkpoint in {self.directory} (tried steps {candidates}); "
                               f"last error: {error}")
 

@@ -6,7 +6,9 @@ an uninterrupted run's.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import pathlib
 import time
 
 import jax
@@ -29,14 +31,15 @@ def train(cfg, workdir, *, devices=None, progress: bool = True, stats=None) -> d
 
     `stats`: optional (capture names, stats_fn) for training-time statistics every `stats.every` steps.
     """
-    import pathlib
     workdir = pathlib.Path(workdir)
     check_workdir_config(cfg, workdir)
     run = Run.create(cfg, workdir, devices)
     workdir.mkdir(parents=True, exist_ok=True)
-    with workdir_lock(workdir):
-        write_config(cfg, workdir)
-        return _train_locked(run, progress, stats)
+    primary = jax.process_index() == 0   # on a pod only process 0 owns the workdir files and the lock
+    with workdir_lock(workdir) if primary else contextlib.nullcontext():
+        if primary:
+            write_config(cfg, workdir)
+        return _train_locked(run, progress and primary, stats)
 
 
 def _train_locked(run: Run, progress: bool, stats) -> dict:
@@ -48,7 +51,8 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
         state = run.init_state()
     start = int(state["step"])
     writer = metrics_lib.MetricsWriter(run.workdir, is_primary=jax.process_index() == 0)
-    metrics_lib.truncate_after(run.workdir / "metrics.jsonl", start - 1)
+    if jax.process_index() == 0:
+        metrics_lib.truncate_after(run.workdir / "metrics.jsonl", start - 1)
     steps = _compile_steps(run, stats)
     bar = metrics_lib.Progress(t.steps, initial_step=start, enabled=progress)
     summary = {"start_step": start}

@@ -12,6 +12,7 @@ import pathlib
 
 import numpy as np
 import tqdm
+from tensorboardX import SummaryWriter
 
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -26,7 +27,6 @@ class MetricsWriter:
         workdir.mkdir(parents=True, exist_ok=True)
         self._file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
         if tensorboard:
-            from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(logdir=str(workdir / "tb"))
 
     def write(self, step: int, scalars: dict) -> None:
@@ -98,7 +98,8 @@ class Progress:
 def _host_value(name: str, value):
     """A python number, or a list of numbers for a 1-D array (jax/numpy values are fetched to the host)."""
     a = np.asarray(value)
-    if a.dtype.kind not in "biuf" or a.ndim > 1:
+    numeric = a.dtype.kind in "biuf" or "float" in a.dtype.name  # bfloat16 & co. (ml_dtypes) have kind "V"
+    if not numeric or a.ndim > 1:
         raise TypeError(f"metric {name!r}: expected a number or a 1-D numeric array, got {a.dtype}{list(a.shape)}")
     return a.tolist()
 

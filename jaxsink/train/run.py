@@ -115,12 +115,17 @@ class Run:
                                                seq_len=t.seq_len, bos_id=self.tokenizer.bos_id)
         shape = (t.grad_accum, t.batch_size // t.grad_accum, t.seq_len)
         sh = self.batch_sharding()
-        return {"inputs": jax.device_put(inputs.reshape(shape), sh),
-                "targets": jax.device_put(targets.reshape(shape), sh)}
+        return {"inputs": global_array(inputs.reshape(shape), sh), "targets": global_array(targets.reshape(shape), sh)}
 
     @property
     def tokens_per_step(self) -> int:
         return self.cfg.train.batch_size * self.cfg.train.seq_len
+
+
+def global_array(x: np.ndarray, sharding) -> jax.Array:
+    """A global array from host data every process holds in full (each process fills its own shards),
+    so the same code runs on one CPU and on a multi-host pod."""
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
 # ---------------------------------------------------------------- data and workdir
@@ -204,8 +209,8 @@ def evaluate(run: Run, params, max_sequences: int | None = None) -> dict:
     for inputs, targets, mask in data_lib.eval_batches(run.splits.heldout, seq_len=t.seq_len, batch_size=micro,
                                                        bos_id=run.tokenizer.bos_id, max_sequences=max_sequences):
         with jax.set_mesh(run.mesh):
-            s, n = step(params, jax.device_put(inputs, row), jax.device_put(targets, row),
-                        jax.device_put(np.asarray(mask), sharding.replicated(run.mesh)))
+            s, n = step(params, global_array(inputs, row), global_array(targets, row),
+                        global_array(np.asarray(mask), sharding.replicated(run.mesh)))
         nll, count, seqs = nll + float(s), count + float(n), seqs + int(np.sum(mask))
     loss = nll / count
     return {"heldout_loss": loss, "perplexity": float(math.exp(min(loss, 50.0))),
