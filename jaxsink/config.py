@@ -45,6 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
         position="rope", rope_theta=10000.0, max_seq_len=4096, sliding_window=0,
         tie_embeddings=False, qkv_bias=False,
         dyt_alpha_init=0.5, init_std=0.02, dtype="float32",
+        fused_attention=True,    # jax.nn.dot_product_attention when probabilities are not captured
     ))
     c.train = ml_collections.ConfigDict(dict(
         steps=1000, batch_size=16, seq_len=128, grad_accum=1,
@@ -54,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
         loss_start=0, loss_end=0,                          # loss on positions [loss_start, loss_end); 0 = seq_len
         seed=0, log_every=10, eval_every=0, eval_sequences=64,
         checkpoint_every=200, keep_checkpoints=3, async_checkpointing=True,
+        checkpoint_dir="",       # "" = WORKDIR/checkpoints; a gs:// path on multi-host pods (shared by all hosts)
         nan_policy="stop",
     ))
     c.stats = ml_collections.ConfigDict(dict(

@@ -113,7 +113,23 @@ class Attention(nnx.Module):
         self.sow(QKV, "q", q)
         self.sow(QKV, "k", k)
         self.sow(QKV, "v", v)
-        over = ctx["attention_override"]
+        if self._fusable(ctx):
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, local_window_size=(
+                (spec.sliding_window - 1, 0) if spec.sliding_window else None))
+        else:
+            y = self._explicit(q, k, v, pos, ctx)
+        y = self._gate(y.astype(dt), x, ctx)
+        return jnp.einsum("bthk,hkd->btd", y, self.wo[...].astype(dt))
+
+    def _fusable(self, ctx) -> bool:
+        """The fused kernel (cuDNN on GPU, XLA elsewhere) covers plain causal softmax attention, used when
+        nobody captures the probabilities and no intervention edits the mask."""
+        spec = self.spec
+        return (ctx["fused"] and spec.attention == "softmax" and spec.position != "alibi"
+                and not ctx["attention_override"])
+
+    def _explicit(self, q, k, v, pos, ctx):
+        spec, over = self.spec, ctx["attention_override"]
         probs, extra = attention_probs(
             q, k, kind=spec.attention, q_pos=pos, k_pos=pos, window=over.get("window", spec.sliding_window),
             keep_first=over.get("keep_first", 0),
@@ -121,9 +137,7 @@ class Attention(nnx.Module):
             extra_logit=self._extra_logit(q), sigmoid_bias=spec.sigmoid_bias,
             drop_first_key=over.get("drop_first_key", {}).get(ctx["block"]))
         self.sow(AttnProbs, "attn_probs", probs)
-        y = self._mix_values(probs, extra, v)
-        y = self._gate(y.astype(dt), x, ctx)
-        return jnp.einsum("bthk,hkd->btd", y, self.wo[...].astype(dt))
+        return self._mix_values(probs, extra, v)
 
     def _extra_logit(self, q):
         spec = self.spec

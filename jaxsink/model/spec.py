@@ -33,6 +33,7 @@ class ModelSpec:
     dyt_alpha_init: float = 0.5
     init_std: float = 0.02
     dtype: str = "float32"
+    fused_attention: bool = True
 
     @classmethod
     def from_config(cls, model_cfg, vocab_size: int | None = None) -> "ModelSpec":

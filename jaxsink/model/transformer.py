@@ -69,7 +69,7 @@ class Transformer(nnx.Module):
         if not spec.tie_embeddings:
             self.head = param(rngs, (d, v), ("embed", "vocab"), spec.init_std)
 
-    def __call__(self, tokens, interventions=None):
+    def __call__(self, tokens, interventions=None, fused: bool = False):
         """Logits [B, T, V]. `interventions` (probes only; see `forward`) edit the computation."""
         spec = self.spec
         interventions = interventions or {}
@@ -81,7 +81,8 @@ class Transformer(nnx.Module):
         self.sow(Residual, "embedding", h)
         ctx = {"positions": positions, "token_embedding": tok,
                "residual_edits": interventions.get("residual_edits", {}),
-               "attention_override": interventions.get("attention", {})}
+               "attention_override": interventions.get("attention", {}),
+               "fused": fused and spec.fused_attention}
         for block in self.blocks:
             h = block(h, ctx)
         if spec.norm_placement != "none":
@@ -105,9 +106,10 @@ def forward(model: Transformer, tokens, capture=(), interventions=None):
     Returns (logits, State | None).
     """
     types = capture_types(capture)
+    fused = "attn_probs" not in capture          # the fused kernel never materialises probabilities
     if not types:
-        return nnx.capture(model)(tokens, interventions), None
-    logits, *states = nnx.capture(model, *types)(tokens, interventions)
+        return nnx.capture(model)(tokens, interventions, fused), None
+    logits, *states = nnx.capture(model, *types)(tokens, interventions, fused)
     return logits, nnx.merge_state(*states) if len(states) > 1 else states[0]
 
 

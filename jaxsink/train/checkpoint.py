@@ -18,6 +18,7 @@ import time
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 log = logging.getLogger("jaxsink")
@@ -29,7 +30,9 @@ class CheckpointError(RuntimeError):
 
 class CheckpointStore:
     def __init__(self, directory, *, keep: int = 3, async_save: bool = True):
-        self.directory = pathlib.Path(directory).absolute()
+        # epath: local folders and object stores (gs://bucket/run/checkpoints on a TPU pod) alike
+        self.directory = epath.Path(directory) if "://" in str(directory) else \
+            epath.Path(pathlib.Path(directory).absolute())
         self._unreadable: set[int] = set()
         options = ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.LatestN(keep), create=True,

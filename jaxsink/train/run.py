@@ -92,14 +92,14 @@ class Run:
 
     def checkpoints(self) -> CheckpointStore:
         t = self.cfg.train
-        return CheckpointStore(self.workdir / "checkpoints", keep=t.keep_checkpoints,
+        return CheckpointStore(t.checkpoint_dir or self.workdir / "checkpoints", keep=t.keep_checkpoints,
                                async_save=t.async_checkpointing)
 
     def restore_params(self, store: CheckpointStore | None = None) -> tuple[dict, int]:
         """Latest good checkpoint's parameters on this run's mesh, and its step."""
         store = store or self.checkpoints()
         if store.latest_step() is None:
-            raise RunError(f"no checkpoint in {self.workdir / 'checkpoints'}: train first")
+            raise RunError(f"no checkpoint in {store.directory}: train first")
         state, _, _ = store.restore(self.abstract_state())
         return state["params"], int(state["step"])
 

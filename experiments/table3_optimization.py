@@ -1,0 +1,23 @@
+"""Table 3: optimisation hyperparameters (base LR, min LR, weight decay, AdamW beta2, training tokens)."""
+
+TITLE = "Table 3 - optimisation hyperparameters"
+PAPER = {
+    "lr_x0.25": (11.8, 18.6, 1447), "lr_x0.5": (10.7, 31.8, 2251), "baseline": (10.1, 46.0, 3818),
+    "lr_x2": (10.0, 51.5, 3773), "lr_x4": (10.2, 39.2, 2723), "no_lr_decay": (10.7, 56.8, 2870),
+    "wd_0": (10.4, 33.8, 12275), "beta2_0.9": (10.1, 49.0, 2832), "beta2_0.999": (10.7, 20.9, 1855),
+    "tokens_x2": (9.5, 63.3, 1848),
+}
+
+
+def variants(scale, base):
+    """LR multiples are relative to the scale's base LR (paper: 7.5e-5 ... 1.2e-3 around 3e-4)."""
+    lr, steps = base.train.lr, base.train.steps
+    return {
+        "baseline": [],
+        "lr_x0.25": [f"train.lr={lr / 4}"], "lr_x0.5": [f"train.lr={lr / 2}"],
+        "lr_x2": [f"train.lr={lr * 2}"], "lr_x4": [f"train.lr={lr * 4}"],
+        "no_lr_decay": ["train.min_lr_ratio=1.0"],
+        "wd_0": ["train.weight_decay=0.0"],
+        "beta2_0.9": ["train.b2=0.9"], "beta2_0.999": ["train.b2=0.999"],
+        "tokens_x2": [f"train.steps={steps * 2}"],
+    }

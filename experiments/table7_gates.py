@@ -1,0 +1,12 @@
+"""Table 7: gated attention (Qiu et al. G1 position: a sigmoid gate on the SDPA output before W_O)."""
+
+TITLE = "Table 7 - gated attention"
+PAPER = {
+    "cond_channel": (10.0, 4.5, 202), "cond_head": (10.1, 6.4, 186), "cond_single": (10.2, 31.2, 316),
+    "uncond_channel": (10.1, 42.2, 1922), "uncond_head": (10.1, 41.3, 1884), "uncond_single": (10.2, 44.3, 1797),
+    "static_position": (10.1, 41.1, 1755), "static_token": (10.0, 31.1, 1966), "none": (10.1, 46.0, 3818),
+}
+
+
+def variants(scale, base):
+    return {gate: [f"model.gate={gate}"] for gate in PAPER}
