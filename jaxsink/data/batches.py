@@ -18,20 +18,25 @@ class TokenSplits:
 
 
 def _cut(doc: str, fraction: float) -> int:
-    """Where the held-out tail of a document starts: at the last `fraction`, moved to a line break if near."""
-    cut = int(len(doc) * (1 - fraction))
-    newline = doc.rfind("\n", max(0, cut - 200), cut)
-    return newline + 1 if newline >= 0 else cut
+    """Where the held-out tail of a document starts: about `fraction` from the end, moved back to a line
+    break (else a space) when one is near so no word is split; both sides keep >= 1 character."""
+    target = max(1, min(round(len(doc) * (1 - fraction)), len(doc) - 1))
+    low = max(1, target - min(200, int(len(doc) * fraction / 2)))
+    for sep in ("\n", " "):
+        at = doc.rfind(sep, low, target)
+        if at >= 0:
+            return at + 1
+    return target
 
 
 def split_and_encode(docs: list[str], tokenizer, heldout_fraction: float = 0.05) -> TokenSplits:
-    """Held-out = the last `heldout_fraction` of EACH document, so both splits cover every document."""
-    train_parts, held_parts = [], []
-    for doc in docs:
-        cut = _cut(doc, heldout_fraction)
-        train_parts.append(doc[:cut])
-        held_parts.append(doc[cut:])
-    train_text, held_text = "\n\n".join(train_parts), "\n\n".join(held_parts)
+    """Held-out = the last `heldout_fraction` of EACH document, so both splits cover every document
+    (a held-out set made of whole documents would measure a shift in genre, not generalisation)."""
+    if not 0 < heldout_fraction < 1:
+        raise DataError(f"heldout_fraction {heldout_fraction} is not in (0, 1)")
+    cuts = [_cut(doc, heldout_fraction) for doc in docs]
+    train_text = "\n\n".join(doc[:cut] for doc, cut in zip(docs, cuts))
+    held_text = "\n\n".join(doc[cut:] for doc, cut in zip(docs, cuts))
     return TokenSplits(train=tokenizer.encode(train_text), heldout=tokenizer.encode(held_text),
                        heldout_bytes=len(held_text.encode("utf-8")), train_bytes=len(train_text.encode("utf-8")))
 
@@ -41,7 +46,7 @@ def train_batch(tokens: np.ndarray, *, seed: int, step: int, batch_size: int, se
     if len(tokens) < seq_len + 1:
         raise DataError(f"corpus has {len(tokens)} tokens, shorter than one sequence of {seq_len}")
     starts = np.random.default_rng([seed, step]).integers(0, len(tokens) - seq_len + 1, size=batch_size)
-    targets = np.stack([tokens[s:s + seq_len] for s in starts]).astype(np.int32)
+    targets = np.asarray(tokens)[starts[:, None] + np.arange(seq_len)].astype(np.int32)
     inputs = np.concatenate([np.full((batch_size, 1), bos_id, np.int32), targets[:, :-1]], axis=1)
     return inputs, targets
 
@@ -51,7 +56,7 @@ def eval_batches(tokens: np.ndarray, *, seq_len: int, batch_size: int, bos_id: i
     n = len(tokens) // seq_len
     if n == 0:
         raise DataError(f"held-out text has {len(tokens)} tokens, shorter than one sequence of {seq_len}")
-    if max_sequences:
+    if max_sequences is not None:
         n = min(n, max_sequences)
     chunks = tokens[: n * seq_len].reshape(n, seq_len).astype(np.int32)
     for start in range(0, n, batch_size):

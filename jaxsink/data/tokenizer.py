@@ -21,7 +21,8 @@ class ByteTokenizer:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
 
     def decode(self, ids) -> str:
-        return bytes(int(i) for i in np.asarray(ids).ravel() if 0 <= int(i) < 256).decode("utf-8", errors="replace")
+        ids = np.asarray(ids).ravel()
+        return ids[(ids >= 0) & (ids < 256)].astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
     def to_json(self) -> dict:
         return {"kind": "byte"}
@@ -33,6 +34,7 @@ class BPETokenizer:
 
     def __init__(self, tok, path=None):
         self._tok, self.path = tok, path
+        tok.encode_special_tokens = True  # a literal "<|bos|>" in the text is text, not a second BOS
         self.vocab_size = tok.get_vocab_size()
         self.bos_id = tok.token_to_id(BPE_BOS)
 
