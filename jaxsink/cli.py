@@ -34,6 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="held-out loss, perplexity and bits per byte of a workdir's checkpoint")
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--sequences", type=int, default=0, help="held-out sequences (0: all)")
+    pr = sub.add_parser("probe", help="spike and sink analysis of a trained workdir (or an imported model)")
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="a jaxsink training workdir (latest good checkpoint)")
+    pr.add_argument("--out", required=True, help="folder for probe.json and the PNG plots")
+    pr.add_argument("--text", help="UTF-8 text file (default: the workdir's held-out split)")
+    pr.add_argument("--seq-len", type=int, default=64)
+    pr.add_argument("--num-sequences", type=int, default=64)
+    pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--bos", action=argparse.BooleanOptionalAction, default=None,
+                    help="prepend BOS to every sequence (default: the model's tokenizer convention)")
+    pr.add_argument("--criterion", choices=("auto", "sun", "relative"), default="auto")
+    pr.add_argument("--vocab", action=argparse.BooleanOptionalAction, default=True, help="vocabulary probe (Table 2)")
+    pr.add_argument("--interventions", action=argparse.BooleanOptionalAction, default=True)
+    pr.add_argument("--no-progress", action="store_true")
     de = sub.add_parser("demo", help="the main job: a short tiny-scale run on the default corpus")
     de.add_argument("--workdir", default="runs/demo")
     de.add_argument("--no-progress", action="store_true")
@@ -103,8 +117,9 @@ def _user_errors():
 def cmd_train(args, overrides):
     from jaxsink.config import load_config
     from jaxsink.train.loop import train
+    from jaxsink.train.stats import training_stats
     cfg = load_config(args.config, overrides)
-    return train(cfg, args.workdir, progress=not args.no_progress)
+    return train(cfg, args.workdir, progress=not args.no_progress, stats=training_stats(cfg))
 
 
 def cmd_eval(args, overrides):
@@ -112,6 +127,32 @@ def cmd_eval(args, overrides):
     run = Run.create(load_workdir_config(args.workdir), args.workdir)
     params, step = run.restore_params()
     return {"step": step, **evaluate(run, params, args.sequences or None)}
+
+
+def cmd_probe(args, overrides):
+    from jaxsink.probe.runner import ProbeOptions, Probed, probe
+    model, text = _probe_source(args)
+    opts = ProbeOptions(seq_len=args.seq_len, num_sequences=args.num_sequences, batch_size=args.batch_size,
+                        bos=args.bos, criterion=args.criterion, vocab=args.vocab,
+                        interventions=args.interventions, progress=not args.no_progress)
+    r = probe(model, text, args.out, opts)
+    keys = ("source", "loss", "spike_top1", "spike_top1_over_median", "spike_position", "spike_channels",
+            "step_up_blocks", "step_down_blocks", "sink_ratio", "sink1_gu", "vocab_spike_fraction",
+            "interventions", "wall_seconds", "plots")
+    from jaxsink.probe.runner import _clean
+    return {"out": str(args.out), **_clean({k: r[k] for k in keys if k in r})}
+
+
+def _probe_source(args):
+    from jaxsink.data import load_corpus
+    from jaxsink.probe.runner import Probed
+    model = Probed.from_workdir(args.workdir)
+    if args.text:
+        return model, "\n\n".join(load_corpus(args.text))
+    from jaxsink.train.run import load_data, load_workdir_config
+    import pathlib
+    _, splits = load_data(load_workdir_config(args.workdir), pathlib.Path(args.workdir))
+    return model, model.tokenizer.decode(splits.heldout)
 
 
 def cmd_demo(args, overrides):
@@ -124,7 +165,7 @@ def cmd_demo(args, overrides):
     return summary
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "probe": cmd_probe, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -139,6 +139,18 @@ class Attention(nnx.Module):
         self.sow(AttnProbs, "attn_probs", probs)
         return self._mix_values(probs, extra, v)
 
+    def query_block_probs(self, q, k, q0: int, q1: int):
+        """Probabilities of queries q0..q1-1 over all keys, from captured (normed, rotated) q and k: what a
+        probe needs to compute attention statistics of long sequences block by block."""
+        spec = self.spec
+        pos = jnp.arange(k.shape[1])
+        qb = q[:, q0:q1]
+        probs, _ = attention_probs(
+            qb, k, kind=spec.attention, q_pos=pos[q0:q1], k_pos=pos, window=spec.sliding_window,
+            alibi=alibi_slopes(spec.n_heads) if spec.position == "alibi" else None,
+            extra_logit=self._extra_logit(qb), sigmoid_bias=spec.sigmoid_bias)
+        return probs
+
     def _extra_logit(self, q):
         spec = self.spec
         b, t, h, dh = q.shape

@@ -6,6 +6,7 @@ figure can be regenerated from saved results without the model.
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,6 +36,7 @@ def life_cycle(blocks: list[dict], path, title: str = "") -> str:
         ax.set_title(label, fontsize=10)
         ax.legend(fontsize=8, ncol=4)
     axes[1].set_xlabel("block (1-based; odd = attention, even = FFN)")
+    axes[1].set_xticks(idx if len(idx) <= 24 else idx[::max(1, len(idx) // 16)])
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -43,7 +45,7 @@ def life_cycle(blocks: list[dict], path, title: str = "") -> str:
 def head_heatmap(values: np.ndarray, path, title: str, cbar: str, flags: np.ndarray | None = None) -> str:
     """A layer x head map (e.g. first-token attention mass), sink heads marked with a dot."""
     values = np.asarray(values, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.35 * values.shape[1], 1.2 + 0.3 * values.shape[0]))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 + 0.35 * values.shape[1]), max(3.0, 1.2 + 0.3 * values.shape[0])))
     im = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     if flags is not None:
         ys, xs = np.nonzero(np.asarray(flags))
@@ -92,12 +94,13 @@ def activations_3d(h: np.ndarray, path, title: str, max_channels: int | None = N
 
 def silu_scatter(cos: np.ndarray, ratio: np.ndarray, magnitude: np.ndarray, path, title: str) -> str:
     """Per token: cosine and norm ratio of SiLU input vs output, coloured by block-output max (Fig. 2)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     order = np.argsort(magnitude)
     for ax, y, label in ((axes[0], cos, "cos(z, SiLU(z))"), (axes[1], ratio, "||SiLU(z)|| / ||z||")):
         sc = ax.scatter(np.asarray(magnitude)[order], np.asarray(y)[order], c=np.log10(np.asarray(magnitude)[order] + 1e-9),
                         s=6, cmap="plasma")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("max |block output| of the token")
         ax.set_ylabel(label)
     fig.colorbar(sc, ax=axes, label="log10 max |output|")

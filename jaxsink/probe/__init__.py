@@ -1,0 +1,1 @@
+"""Spike and sink statistics (pure functions), the probe pipeline and its plots."""

@@ -1,0 +1,96 @@
+"""`jaxsink sweep EXPERIMENT --scale tiny --workdir DIR`: train every variant of a paper table, probe each with
+the same code, and write `results.json` and `report.md` (the paper's Perplexity | Sink ratio | Spike table,
+ours beside the paper's, plus plots).
+
+Re-running skips finished variants (their `result.json` exists) and resumes an interrupted one (its
+training resumes from the last checkpoint). Every variant shares the seed and therefore the data order.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import pathlib
+import pkgutil
+
+from jaxsink.config import ConfigError, load_config, to_dict
+
+log = logging.getLogger("jaxsink")
+
+# base config per scale; tiny adds the CPU recipe under which sinks and a position-0 spike appear
+BASES = {"tiny": ("tiny_sinks", []), "small": ("small", []), "paper": ("paper_7b", [])}
+STATS_EVERY = {"tiny": 100, "small": 500, "paper": 1000}
+
+
+def experiments() -> list[str]:
+    import jaxsink.experiments as pkg
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
+
+
+def load_experiment(name: str):
+    if name not in experiments():
+        raise ConfigError(f"unknown experiment {name!r}; choose from {experiments()}")
+    return importlib.import_module(f"jaxsink.experiments.{name}")
+
+
+def plan(name: str, scale: str, only=None, extra=()) -> list[tuple[str, list[str]]]:
+    """[(variant, overrides)] in the experiment's order; `only` selects a subset by name."""
+    if scale not in BASES:
+        raise ConfigError(f"--scale {scale!r}: choose from {sorted(BASES)}")
+    exp = load_experiment(name)
+    base_name, base_overrides = BASES[scale]
+    base = load_config(base_name, base_overrides)
+    variants = exp.variants(scale, base)
+    if only:
+        unknown = sorted(set(only) - set(variants))
+        if unknown:
+            raise ConfigError(f"--only: {name} has no variant {unknown[0]!r}; it has {sorted(variants)}")
+        variants = {k: v for k, v in variants.items() if k in only}
+    common = [*base_overrides, f"stats.every={STATS_EVERY[scale]}", *extra]
+    out = []
+    for variant, overrides in variants.items():
+        load_config(base_name, [*common, *overrides])    # every variant is validated before any training
+        out.append((variant, [*common, *overrides]))
+    return out
+
+
+def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, extra=(), progress: bool = True):
+    from jaxsink.config import validate
+    from jaxsink.probe.runner import probe_workdir_summary
+    from jaxsink.train.loop import train
+    from jaxsink.train.stats import training_stats
+    workdir = pathlib.Path(workdir)
+    steps = plan(name, scale, only, extra)
+    base_name = BASES[scale][0]
+    if dry_run:
+        return {"experiment": name, "scale": scale, "plan": [
+            {"variant": v, "command": f"jaxsink train --config {base_name} --workdir {workdir / _safe(v)} "
+                                      + " ".join(f"--config.{o}" for o in ov)} for v, ov in steps]}
+    for _, overrides in steps:
+        validate(load_config(base_name, overrides))
+    results = {}
+    for variant, overrides in steps:
+        vdir = workdir / _safe(variant)
+        done = vdir / "result.json"
+        if done.exists():
+            results[variant] = json.loads(done.read_text())
+            log.info("%s: done already, skipped", variant)
+            continue
+        log.info("%s: training (%s)", variant, " ".join(overrides))
+        cfg = load_config(base_name, overrides)
+        summary = train(cfg, vdir, progress=progress, stats=training_stats(cfg))
+        result = {"perplexity": summary["perplexity"], "heldout_loss": summary["heldout_loss"],
+                  "bits_per_byte": summary["bits_per_byte"], **probe_workdir_summary(vdir),
+                  "tokens": (summary["step"] + 1) * cfg.train.batch_size * cfg.train.seq_len,
+                  "config_overrides": overrides, "config": to_dict(cfg)}
+        done.write_text(json.dumps(result, indent=2))
+        results[variant] = result
+    from jaxsink.report import write_report
+    write_report(workdir, name, scale, results, load_experiment(name))
+    return {"experiment": name, "scale": scale, "workdir": str(workdir),
+            "report": str(workdir / "report.md"), "variants": {
+                k: {m: v[m] for m in ("perplexity", "sink_ratio", "spike")} for k, v in results.items()}}
+
+
+def _safe(variant: str) -> str:
+    return variant.replace("/", "_")

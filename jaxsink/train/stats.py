@@ -1,0 +1,47 @@
+"""Training-time spike and sink statistics, computed inside the jitted step (Levanter's `inside_step` idea)
+from the first micro-batch's captured intermediates, and logged to metrics.jsonl / TensorBoard.
+
+Keys: `spike` (top-1 |h| over blocks, mean over sequences), `spike/top1` and `spike/median` per block,
+`spike/position` (position of the largest |h| in the batch), `spike/pos0_share` (share of sequences whose
+largest |h| sits at position 0), `sink_ratio` (paper Eq. 28) and `first_token_mass` per attention block.
+Sink statistics use the first `stats.sink_seq_len` positions of each training sequence: with causal
+attention those rows are exactly the attention of a sequence of that length (the paper's T = 64).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxsink.model import collect
+from jaxsink.probe import stats
+
+CAPTURE = ("residual", "attn_probs")
+
+
+def training_stats(cfg):
+    """(capture names, stats_fn) for `train(..., stats=...)`."""
+    n_blocks = 2 * cfg.model.n_layers
+    eps, t_sink = cfg.stats.sink_eps, min(cfg.stats.sink_seq_len, cfg.train.seq_len)
+
+    def stats_fn(inter) -> dict:
+        c = collect(inter, n_blocks)
+        per_block = [stats.magnitude_stats(c["residual"][i]) for i in range(1, n_blocks + 1)]
+        top1 = jnp.stack([m["top3"][:, 0] for m in per_block])                  # [n_blocks, B]
+        median = jnp.stack([m["median"] for m in per_block])
+        best = jnp.argmax(top1, axis=0)                                          # block of each sequence's max
+        positions = jnp.stack([m["argmax_position"] for m in per_block])          # [n_blocks, B]
+        seq_pos = jnp.take_along_axis(positions, best[None], axis=0)[0]
+        flags, mass = [], []
+        for block in sorted(c.get("attn_probs", {})):
+            h = stats.head_stats(c["attn_probs"][block][:, :, :t_sink, :t_sink], eps)
+            flags.append(h["is_sink"])
+            mass.append(jnp.mean(h["first_token_mass"]))
+        out = {"spike": jnp.mean(jnp.max(top1, axis=0)), "spike/top1": jnp.mean(top1, axis=1),
+               "spike/median": jnp.mean(median, axis=1),
+               "spike/position": positions.reshape(-1)[jnp.argmax(top1.reshape(-1))],
+               "spike/pos0_share": jnp.mean(seq_pos == 0)}
+        if flags:
+            out["sink_ratio"] = jnp.mean(jnp.stack(flags).astype(jnp.float32))
+            out["first_token_mass"] = jnp.stack(mass)
+        return out
+
+    return CAPTURE, stats_fn
