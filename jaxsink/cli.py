@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--vocab", action=argparse.BooleanOptionalAction, default=True, help="vocabulary probe (Table 2)")
     pr.add_argument("--interventions", action=argparse.BooleanOptionalAction, default=True)
     pr.add_argument("--no-progress", action="store_true")
+    sw = sub.add_parser("sweep", help="train and probe every variant of a paper table; write results and a report")
+    sw.add_argument("experiment", help="table3_optimization, table4_ffn, table5_norm, table6_heads, table7_gates, "
+                                       "table8_context or prior_work")
+    sw.add_argument("--scale", default="tiny", choices=("tiny", "small", "paper"))
+    sw.add_argument("--workdir", required=True)
+    sw.add_argument("--only", nargs="+", help="run these variants only")
+    sw.add_argument("--dry-run", action="store_true", help="print the plan (one train command per variant)")
+    sw.add_argument("--no-progress", action="store_true")
     de = sub.add_parser("demo", help="the main job: a short tiny-scale run on the default corpus")
     de.add_argument("--workdir", default="runs/demo")
     de.add_argument("--no-progress", action="store_true")
@@ -78,7 +86,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _init_distributed(args)
     try:
-        if overrides and args.command != "train":
+        if overrides and args.command not in ("train", "sweep"):
             raise _usage(f"--config.* overrides are only accepted by 'train', got {overrides[0]!r}")
         result = COMMANDS[args.command](args, overrides)
     except _user_errors() as e:
@@ -155,17 +163,32 @@ def _probe_source(args):
     return model, model.tokenizer.decode(splits.heldout)
 
 
+def cmd_sweep(args, overrides):
+    from jaxsink.sweep import sweep
+    return sweep(args.experiment, args.scale, args.workdir, only=args.only, dry_run=args.dry_run, extra=overrides,
+                 progress=not args.no_progress)
+
+
+DEMO_VARIANTS = ("pre", "sandwich", "sandwich_qk")
+
+
 def cmd_demo(args, overrides):
-    """Until the experiments land: a short tiny training run + held-out evaluation on the default corpus."""
-    from jaxsink.config import load_config
-    from jaxsink.train.loop import train
-    cfg = load_config("tiny", ["train.steps=400", "train.checkpoint_every=200"])
-    summary = train(cfg, args.workdir, progress=not args.no_progress)
-    summary["workdir"] = args.workdir
-    return summary
+    """The main job: the paper's normalisation ablation (Table 5) at tiny scale, pre-norm vs sandwich vs
+    sandwich + QK-norm, trained and probed on CPU; prints the table and the report's path."""
+    from jaxsink.sweep import sweep
+    result = sweep("table5_norm", "tiny", args.workdir, only=list(DEMO_VARIANTS), progress=not args.no_progress)
+    print(_demo_table(result), file=sys.stderr)
+    return result
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "probe": cmd_probe, "demo": cmd_demo}
+def _demo_table(result) -> str:
+    rows = [f"{'variant':<12} {'perplexity':>10} {'sink ratio':>10} {'spike':>8}"]
+    for name, r in result["variants"].items():
+        rows.append(f"{name:<12} {r['perplexity']:>10.2f} {100 * r['sink_ratio']:>9.1f}% {r['spike']:>8.1f}")
+    return "\n".join(rows + [f"report: {result['report']}"])
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "probe": cmd_probe, "sweep": cmd_sweep, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

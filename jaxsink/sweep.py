@@ -79,7 +79,7 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
         log.info("%s: training (%s)", variant, " ".join(overrides))
         cfg = load_config(base_name, overrides)
         summary = train(cfg, vdir, progress=progress, stats=training_stats(cfg))
-        result = {"perplexity": summary["perplexity"], "heldout_loss": summary["heldout_loss"],
+        result = {"perplexity": summary["perplexity"], "params": summary["params"], "heldout_loss": summary["heldout_loss"],
                   "bits_per_byte": summary["bits_per_byte"], **probe_workdir_summary(vdir),
                   "tokens": (summary["step"] + 1) * cfg.train.batch_size * cfg.train.seq_len,
                   "config_overrides": overrides, "config": to_dict(cfg)}

@@ -122,14 +122,15 @@ def uk_norms(per_block: dict[int, np.ndarray], path) -> str:
     return _save(fig, path)
 
 
-def metric_curves(curves: dict[str, tuple[list, list]], path, ylabel: str, logy: bool = False) -> str:
+def metric_curves(curves: dict[str, tuple[list, list]], path, ylabel: str, logy: bool = False,
+                  xlabel: str = "training step") -> str:
     """One line per run: a statistic (spike, sink ratio, loss) against the training step."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for label, (steps, values) in curves.items():
         ax.plot(steps, values, "-o", ms=2, label=label)
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel("training step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return _save(fig, path)

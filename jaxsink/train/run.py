@@ -118,6 +118,10 @@ class Run:
         return {"inputs": global_array(inputs.reshape(shape), sh), "targets": global_array(targets.reshape(shape), sh)}
 
     @property
+    def n_params(self) -> int:
+        return int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.abstract_params)))
+
+    @property
     def tokens_per_step(self) -> int:
         return self.cfg.train.batch_size * self.cfg.train.seq_len
 

@@ -1,0 +1,209 @@
+"""Massive activations ("spikes"): magnitudes, spike masks, the life cycle, and the sparse, near-constant
+vectors RMSNorm makes of spike tokens (paper §3.1 and §3.2.1; Sun et al. 2024).
+
+Everything that returns arrays is a pure, jit-able function of captured hidden states; the few helpers
+that return Python lists (`mask_indices`, `life_cycle_blocks`) are meant for the host, after the jit.
+Shapes: a hidden state is h [..., T, D] with one sequence per leading index, e.g. [B, T, D] for one block
+or [n_blocks, B, T, D] stacked. Blocks use the paper's indexing: 1-based, odd = attention, even = FFN.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+# ------------------------------------------------------------------ magnitudes (Sun et al. protocol, Fig. 1)
+
+def _abs32(h):
+    return jnp.abs(jnp.asarray(h).astype(jnp.float32))
+
+
+def _sequence_median(a):
+    """Median of |h| over all tokens and channels of each sequence: [..., T, D] -> [..., 1, 1]."""
+    return jnp.median(a.reshape(*a.shape[:-2], -1), axis=-1)[..., None, None]
+
+
+def magnitude_stats(h) -> dict:
+    """Per sequence, over all its tokens and channels (Sun et al.'s `--exp2`, paper §3.1.1): the top-3 |h|,
+    the median |h|, top-1 / median, and the (position, channel) of the largest |h|.
+
+    h [..., T, D] -> top3 [..., 3]; median, top1_over_median, argmax_position, argmax_channel [...].
+    """
+    a = _abs32(h)
+    d = a.shape[-1]
+    top3, idx = jax.lax.top_k(a.reshape(*a.shape[:-2], -1), 3)
+    median = _sequence_median(a)[..., 0, 0]
+    return {"top3": top3, "median": median, "top1_over_median": top3[..., 0] / median,
+            "argmax_position": idx[..., 0] // d, "argmax_channel": idx[..., 0] % d}
+
+
+def block_magnitudes(h) -> dict:
+    """The life-cycle table (Fig. 1) of stacked hidden states h [n_blocks, B, T, D].
+
+    Choice (the paper is silent): top-3, median and top-1/median are computed per sequence and then
+    averaged over the B sequences, as Sun et al.'s code averages its per-sample statistics; the
+    (position, channel) is that of the single largest |h| among all sequences of the block.
+    Returns top3 [n_blocks, 3]; median, top1_over_median, argmax_position, argmax_channel [n_blocks].
+    """
+    s = magnitude_stats(h)
+    best = jnp.argmax(s["top3"][..., 0], axis=-1)[:, None]
+    pick = lambda x: jnp.take_along_axis(x, best, axis=-1)[:, 0]   # noqa: E731
+    return {"top3": jnp.mean(s["top3"], axis=1), "median": jnp.mean(s["median"], axis=1),
+            "top1_over_median": jnp.mean(s["top1_over_median"], axis=1),
+            "argmax_position": pick(s["argmax_position"]), "argmax_channel": pick(s["argmax_channel"])}
+
+
+def spike_top1(residual_top1):
+    """The tables' "Spike" (undefined in the paper, notes §2.11): per sequence the top-1 |h| over all
+    blocks of the residual stream (blocks 1..2L; the embedding is excluded), then the mean over sequences.
+    residual_top1 [n_blocks, B] (e.g. `magnitude_stats(h)["top3"][..., 0]` stacked) -> scalar."""
+    return jnp.mean(jnp.max(jnp.asarray(residual_top1, jnp.float32), axis=0))
+
+
+# ------------------------------------------------------------------ spike tokens and channels
+
+@dataclasses.dataclass(frozen=True)
+class SpikeCriterion:
+    """An entry h[t, c] is massive when |h| > abs_threshold AND |h| > rel_factor x the median |h| of that
+    sequence's hidden state at that block (Sun et al. 2024: 100 and 1000; both strict).
+
+    Models with d_model of a few hundred rarely reach |h| > 100 (notes §7), so `relative()` drops the
+    absolute threshold and asks for a smaller ratio. Choice: 20x the median; a Gaussian hidden state has
+    top-1 / median of only ~6 at T x D = 64 x 128, so 20x flags only real outliers.
+    """
+    abs_threshold: float = 100.0
+    rel_factor: float = 1000.0
+
+    @classmethod
+    def relative(cls, rel_factor: float = 20.0) -> "SpikeCriterion":
+        return cls(0.0, rel_factor)
+
+
+def massive_mask(h, criterion: SpikeCriterion = SpikeCriterion()):
+    """Boolean [..., T, D]: the massive entries of each sequence's hidden state h [..., T, D]."""
+    a = _abs32(h)
+    return (a > criterion.abs_threshold) & (a > criterion.rel_factor * _sequence_median(a))
+
+
+def spike_masks(h, criterion: SpikeCriterion = SpikeCriterion()) -> dict:
+    """Spike tokens and spike channels of each sequence: a token (channel) is a spike token (channel) when
+    any of its entries is massive. `channel_sign` is the sign of the channel's largest massive entry
+    (0 for non-spike channels), which the notes' §7 asks to log.
+    h [..., T, D] -> tokens [..., T] bool, channels [..., D] bool, channel_sign [..., D] int."""
+    h = jnp.asarray(h).astype(jnp.float32)
+    mask = massive_mask(h, criterion)
+    at = jnp.argmax(jnp.where(mask, jnp.abs(h), -1.0), axis=-2)[..., None, :]
+    sign = jnp.sign(jnp.take_along_axis(h, at, axis=-2)[..., 0, :]).astype(jnp.int32)
+    channels = mask.any(-2)
+    return {"tokens": mask.any(-1), "channels": channels, "channel_sign": jnp.where(channels, sign, 0)}
+
+
+def mask_indices(mask) -> list[int]:
+    """Host helper: sorted indices along the last axis that are set in any leading index (e.g. the spike
+    channels of any sequence from channels [B, D], or of any block from [n_blocks, B, D])."""
+    m = np.asarray(mask, bool)
+    return np.flatnonzero(m.reshape(-1, m.shape[-1]).any(0)).tolist()
+
+
+def block_indices(mask) -> list[int]:
+    """Host helper: the 1-based block indices set in a per-block mask [n_blocks]."""
+    return (np.flatnonzero(np.asarray(mask, bool)) + 1).tolist()
+
+
+# ------------------------------------------------------------------ life cycle: step-up / step-down (§3.1.1)
+
+def life_cycle_masks(residual, outputs, initial=None, frac: float = 0.25):
+    """Step-up and step-down blocks from the spike channels at the spike token (paper §3.1.1, Table 1).
+
+    residual[i] and outputs[i] (i = 0..n_blocks-1, i.e. block i+1) are the signed values of the spike
+    channels at the spike token, shape [n_blocks] (one channel) or [n_blocks, C], typically averaged over
+    sequences; `initial` is the residual before block 1 (the embedding; default 0). The paper states the
+    rules in words; ours, with r_0 = initial, r_i the residual after block i, o_i its output:
+    - peak p = the block with the largest ||r_p||; u = r_p / ||r_p||;
+    - step-up: i <= p and <o_i, u> >= frac ||r_p||  (the block pushes the channels towards the spike, by a
+      sizeable share of it: "the one or two blocks that produce extreme values");
+    - step-down: i > p, ||r_{i-1}|| >= frac ||r_p|| (a spike is still there) and
+      <o_i, r_{i-1}> / ||r_{i-1}|| <= -frac ||r_{i-1}||  (opposite sign, comparable magnitude).
+    With one channel the projections are just signed values. Returns two bool masks [n_blocks].
+    """
+    r = jnp.asarray(residual, jnp.float32)
+    o = jnp.asarray(outputs, jnp.float32)
+    if r.ndim == 1:
+        r, o = r[:, None], o[:, None]
+    r0 = jnp.zeros_like(r[0]) if initial is None else jnp.reshape(jnp.asarray(initial, jnp.float32), r[0].shape)
+    before = jnp.concatenate([r0[None], r[:-1]])
+    norms, before_norms = jnp.linalg.norm(r, axis=-1), jnp.linalg.norm(before, axis=-1)
+    p = jnp.argmax(norms)
+    peak = norms[p]
+    blocks = jnp.arange(r.shape[0])
+    toward_peak = o @ r[p] / jnp.maximum(peak, 1e-30)
+    against_before = jnp.sum(o * before, -1) / jnp.maximum(before_norms, 1e-30)
+    up = (blocks <= p) & (toward_peak >= frac * peak) & (peak > 0)
+    down = (blocks > p) & (before_norms >= frac * peak) & (against_before <= -frac * before_norms) & (peak > 0)
+    return up, down
+
+
+def life_cycle_blocks(residual, outputs, initial=None, frac: float = 0.25) -> tuple[list[int], list[int]]:
+    """Host helper: `life_cycle_masks` as 1-based block lists (step_up, step_down)."""
+    up, down = life_cycle_masks(residual, outputs, initial, frac)
+    return block_indices(up), block_indices(down)
+
+
+def jump_masks(top1, initial=None, factor: float = 10.0):
+    """Step-up / step-down blocks from per-block top-1 |h| alone (e.g. training-time logs, no signs).
+
+    top1 [n_blocks] is the residual top-1 after each block; `initial` the embedding's (default top1[0],
+    so block 1 cannot be a step). Rule (ours): step-up where top1 rises by >= factor over the previous
+    block, step-down where it falls by >= factor. A spike cancelled gradually over several blocks is
+    missed here; `life_cycle_masks` catches it. Returns two bool masks [n_blocks].
+    """
+    t = jnp.asarray(top1, jnp.float32)
+    prev = jnp.concatenate([jnp.reshape(t[0] if initial is None else jnp.asarray(initial, jnp.float32), (1,)),
+                            t[:-1]])
+    return t >= factor * prev, prev >= factor * t
+
+
+# ------------------------------------------------------------------ normalised spike tokens (§3.2.1)
+
+def rms_normalize(h):
+    """The paper's RMSNorm without learned scale (Eq. 5): sqrt(D) h / ||h|| over the last axis. Every
+    entry is bounded by sqrt(D) (Eq. 23); a zero vector stays zero."""
+    h = jnp.asarray(h).astype(jnp.float32)
+    return h * jnp.sqrt(jnp.float32(h.shape[-1])) / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-30)
+
+
+def pairwise_cosines(v):
+    """Cosine matrix of the vectors v [..., N, D] -> [..., N, N]."""
+    u = jnp.asarray(v).astype(jnp.float32)
+    u = u / jnp.maximum(jnp.linalg.norm(u, axis=-1, keepdims=True), 1e-30)
+    return u @ jnp.swapaxes(u, -1, -2)
+
+
+def off_diagonal_mean(c):
+    """Mean over the distinct pairs (i != j) of a pairwise matrix [..., N, N]; NaN when N < 2."""
+    n = c.shape[-1]
+    return (jnp.sum(c, (-1, -2)) - jnp.trace(c, axis1=-2, axis2=-1)) / (n * (n - 1) if n > 1 else jnp.nan)
+
+
+def mean_pairwise_cosine(v):
+    """Near-constancy (Eq. 25, Fig. 5): mean cosine over distinct pairs of RMSNorm(v_i), v [..., N, D]
+    holding the spike token of N different prompts (e.g. [n_blocks, N, D] for all blocks at once).
+    RMSNorm without a learned scale only rescales each vector, so this is the cosine of v itself."""
+    return off_diagonal_mean(pairwise_cosines(v))
+
+
+def multi_hotness(v, k: int = 3) -> dict:
+    """How multi-hot a vector is (sparsification, Eq. 24), v [..., D]; all three are scale-free, so
+    RMSNorm(v) gives the same values:
+    - topk_energy: share of ||v||^2 in its top-k channels (-> 1 for a k-hot vector);
+    - participation_ratio: (sum v^2)^2 / sum v^4, the effective number of channels (1 for one-hot);
+    - peak_over_bound: max |RMSNorm(v)_i| / sqrt(D) = max |v_i| / ||v||, <= 1 by Eq. 23 (= 1 iff one-hot).
+    """
+    sq = jnp.square(jnp.asarray(v).astype(jnp.float32))
+    total = jnp.sum(sq, -1)
+    return {"topk_energy": jnp.sum(jax.lax.top_k(sq, k)[0], -1) / total,
+            "participation_ratio": jnp.square(total) / jnp.sum(jnp.square(sq), -1),
+            "peak_over_bound": jnp.sqrt(jnp.max(sq, -1) / total)}

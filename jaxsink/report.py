@@ -1,0 +1,54 @@
+"""A sweep's `results.json` and `report.md`: the paper's table format, our numbers beside the paper's,
+and plots of spike and sink ratio against the training step and of each variant's life cycle."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+from jaxsink.probe import plots
+from jaxsink.train.metrics import read_metrics
+
+
+def write_report(workdir, name: str, scale: str, results: dict, experiment) -> pathlib.Path:
+    workdir = pathlib.Path(workdir)
+    (workdir / "results.json").write_text(json.dumps({"experiment": name, "scale": scale, "variants": {
+        k: {m: v.get(m) for m in ("perplexity", "sink_ratio", "spike", "params", "tokens", "config_overrides",
+                                  "sink1_gu", "spike_top1_over_median", "spike_position", "bits_per_byte")}
+        for k, v in results.items()}}, indent=2))
+    figures = _figures(workdir, results)
+    lines = [f"# {experiment.TITLE} ({scale} scale)", "",
+             f"`jaxsink sweep {name} --scale {scale} --workdir {workdir}` regenerates this report; "
+             "each variant's workdir holds its metrics, checkpoints and probe.", "",
+             "| variant | PPL | Sink ratio | Spike | top-1/median | spike pos | params | tokens | paper PPL | paper Sink | paper Spike |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for variant, r in results.items():
+        paper = experiment.PAPER.get(variant)
+        ours = (f"| {variant} | {r['perplexity']:.2f} | {100 * r['sink_ratio']:.1f}% | {r['spike']:.1f} | "
+                f"{r.get('spike_top1_over_median', 0):.0f} | {r.get('spike_position', '')} | "
+                f"{r.get('params', 0) / 1e6:.2f}M | {r['tokens'] / 1e6:.1f}M |")
+        lines.append(ours + (f" {paper[0]} | {paper[1]}% | {paper[2]} |" if paper else " - | - | - |"))
+    lines += ["", "Sink ratio: the paper's Eq. 28 (eps 0.3, T = 64, held-out text). Spike: top-1 |h| of the "
+              "residual stream over all blocks (mean over sequences). Paper numbers are 7B models after 100B "
+              "tokens: compare directions, not magnitudes.", ""]
+    lines += [f"![{f}]({f})" for f in figures]
+    path = workdir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _figures(workdir: pathlib.Path, results: dict) -> list[str]:
+    spike, sink, life = {}, {}, {}
+    for variant in results:
+        rows = [r for r in read_metrics(workdir / variant.replace("/", "_") / "metrics.jsonl") if "sink_ratio" in r]
+        spike[variant] = ([r["step"] for r in rows], [r["spike"] for r in rows])
+        sink[variant] = ([r["step"] for r in rows], [r["sink_ratio"] for r in rows])
+        lc = results[variant].get("life_cycle", [])
+        life[variant] = ([b["index"] for b in lc], [b["residual_top3"][0] for b in lc])
+    out = []
+    if any(s for s, _ in spike.values()):
+        out.append(pathlib.Path(plots.metric_curves(spike, workdir / "spike_vs_step.png", "spike (top-1 |h|)", logy=True)).name)
+        out.append(pathlib.Path(plots.metric_curves(sink, workdir / "sink_vs_step.png", "sink ratio")).name)
+    if any(s for s, _ in life.values()):
+        out.append(pathlib.Path(plots.metric_curves(life, workdir / "life_cycle.png", "top-1 |h| after block",
+                                                    logy=True, xlabel="block")).name)
+    return out

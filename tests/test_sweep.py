@@ -1,0 +1,60 @@
+"""Every experiment file plans and validates at every scale; each runs at tiny scale for a few steps;
+re-running a sweep skips finished variants; the report has the paper's table format."""
+import json
+
+import pytest
+
+from jaxsink.config import ConfigError
+from jaxsink.sweep import experiments, plan, sweep
+
+SMALL = ["model.d_model=32", "model.d_ff=64", "train.steps=3", "train.seq_len=32", "train.batch_size=4",
+         "train.log_every=1", "train.checkpoint_every=3", "train.eval_sequences=4", "train.warmup_steps=1",
+         "stats.every=2", "data.corpus={corpus}", "mesh.data=1"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sweep") / "c.txt"
+    path.write_text("It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 300)
+    return str(path)
+
+
+@pytest.mark.parametrize("scale", ["tiny", "small", "paper"])
+@pytest.mark.parametrize("name", experiments())
+def test_every_variant_is_a_valid_config(name, scale):
+    steps = plan(name, scale)
+    assert len(steps) >= 4 and len({v for v, _ in steps}) == len(steps)
+
+
+@pytest.mark.parametrize("name", experiments())
+def test_experiment_runs_at_tiny_scale(name, corpus, tmp_path):
+    first_two = [v for v, _ in plan(name, "tiny")][:1]   # one variant each keeps CI short; all are validated above
+    extra = [o.format(corpus=corpus) for o in SMALL]
+    if name == "table8_context":
+        extra = [o for o in extra if not o.startswith(("train.seq_len", "train.batch_size"))]
+    result = sweep(name, "tiny", tmp_path, only=first_two, extra=extra, progress=False)
+    assert sorted(result["variants"]) == sorted(first_two)
+    saved = json.loads((tmp_path / "results.json").read_text())["variants"]
+    for variant in first_two:
+        row = saved[variant]
+        assert row["perplexity"] > 1 and 0 <= row["sink_ratio"] <= 1 and row["spike"] > 0 and row["tokens"] > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| variant | PPL | Sink ratio | Spike |" in report and all(v in report for v in first_two)
+
+
+def test_rerun_skips_finished_variants(corpus, tmp_path):
+    extra = [o.format(corpus=corpus) for o in SMALL]
+    sweep("table4_ffn", "tiny", tmp_path, only=["swiglu"], extra=extra, progress=False)
+    stamp = (tmp_path / "swiglu" / "result.json").stat().st_mtime_ns
+    sweep("table4_ffn", "tiny", tmp_path, only=["swiglu", "gelu"], extra=extra, progress=False)
+    assert (tmp_path / "swiglu" / "result.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / "gelu" / "result.json").exists()
+
+
+def test_bad_sweep_arguments():
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        plan("table99", "tiny")
+    with pytest.raises(ConfigError, match="no variant"):
+        plan("table5_norm", "tiny", only=["middle"])
+    with pytest.raises(ConfigError, match="scale"):
+        plan("table5_norm", "huge")
