@@ -471,8 +471,8 @@ def _clean(x):
         return {str(k): _clean(v) for k, v in x.items() if k != "uk_norm_all"}
     if isinstance(x, (list, tuple)):
         return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return _clean(np.asarray(x).tolist())
     if isinstance(x, (np.floating, float)):
         return None if not np.isfinite(x) else float(x)
     if isinstance(x, (np.integer,)):
