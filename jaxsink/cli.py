@@ -119,7 +119,8 @@ def _user_errors():
     from jaxsink.train.loop import NonFiniteLoss
     from jaxsink.train.run import RunError
     from jaxsink.train.workdir_lock import WorkdirLocked
-    return (ConfigError, DataError, CheckpointError, NonFiniteLoss, RunError, WorkdirLocked, _usage)
+    # OSError: a full disk or a read-only folder is the user's to fix, not a bug to trace back
+    return (ConfigError, DataError, CheckpointError, NonFiniteLoss, RunError, WorkdirLocked, _usage, OSError)
 
 
 def cmd_train(args, overrides):

@@ -129,3 +129,40 @@ def test_cli_errors_are_one_line(args, needle, tmp_path):
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("jaxsink: error:") and needle in lines[0], r.stderr
+
+
+def test_disk_full_during_checkpoint_keeps_the_previous_and_resumes(corpus, tmp_path):
+    """A 3 MB tmpfs fills up after the first checkpoint: clear error, step-2 checkpoint intact, and the
+    same command resumes from it once space is back."""
+    import os
+    import shutil
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        workdir = mnt / "run"
+        cfg = _cfg(corpus, "train.async_checkpointing=false", "train.keep_checkpoints=5")
+        from jaxsink.train.run import Run
+        run = Run.create(cfg, workdir, devices=jax.devices()[:1])
+        # fill the disk right after the first checkpoint by training 2 steps in a first call
+        train(_cfg(corpus, "train.async_checkpointing=false", "train.keep_checkpoints=5", "train.steps=2"),
+              mnt / "probe_size", devices=jax.devices()[:1], progress=False)
+        size = sum(f.stat().st_size for f in (mnt / "probe_size").rglob("*") if f.is_file())
+        shutil.rmtree(mnt / "probe_size")
+        free = shutil.disk_usage(mnt).free
+        filler = mnt / "filler"
+        filler.write_bytes(b"\0" * max(free - int(1.5 * size), 0))   # room for one checkpoint, not two
+        from jaxsink.train.checkpoint import CheckpointError
+        with pytest.raises((CheckpointError, OSError)) as e:
+            train(cfg, workdir, devices=jax.devices()[:1], progress=False)
+        assert "\n" not in str(e.value)
+        steps = run.checkpoints().all_steps()
+        assert steps, "the first checkpoint should have been written"
+        params, step = run.restore_params()
+        assert step == max(steps)
+        os.remove(filler)
+        summary = train(cfg, workdir, devices=jax.devices()[:1], progress=False)
+        assert summary["start_step"] == max(steps) and summary["step"] == 5
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from jaxsink.train import metrics as metrics_lib
+from jaxsink.train.checkpoint import CheckpointError
 from jaxsink.train.run import Run, check_workdir_config, evaluate, write_config
 from jaxsink.train.step import make_train_step
 from jaxsink.train.workdir_lock import workdir_lock
@@ -76,10 +77,10 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
             if t.eval_every and (step + 1) % t.eval_every == 0 and step + 1 < t.steps:
                 writer.write(step, _prefixed(evaluate(run, state["params"], t.eval_sequences or None)))
             if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0:
-                store.save(step + 1, state, config=_config_dict(run))
+                _save(store, step + 1, state, run)
         if int(state["step"]) not in store.all_steps():
-            store.save(int(state["step"]), state, config=_config_dict(run), force=True)
-        store.wait()
+            _save(store, int(state["step"]), state, run, force=True)
+        _save(store, None, None, run)
         final = evaluate(run, state["params"], t.eval_sequences or None)
         writer.write(int(state["step"]) - 1, _prefixed(final))
         summary.update(final)
@@ -88,6 +89,20 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
         bar.close()
         writer.close()
         store.close()
+
+
+def _save(store, step, state, run: Run, force: bool = False) -> None:
+    """Save (step None: wait for pending saves); a failed write (disk full, permissions) becomes one
+    CheckpointError line; Orbax's temporary folders keep earlier checkpoints intact."""
+    try:
+        if step is not None:
+            store.save(step, state, config=_config_dict(run), force=force)
+        else:
+            store.wait()
+    except Exception as e:  # noqa: BLE001 -- Orbax/tensorstore raise many types for I/O failures
+        message = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"writing the checkpoint{'' if step is None else f' of step {step}'} failed "
+                              f"({type(e).__name__}: {message}); earlier checkpoints are intact") from None
 
 
 def _compile_steps(run: Run, stats):
