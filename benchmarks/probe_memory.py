@@ -27,8 +27,9 @@ def measure(t: int, block: int, heads: int = 4, d_head: int = 32, dense: bool = 
     k = jnp.asarray(rng.normal(size=(1, t, heads, d_head)), jnp.float32)
     pos = jnp.arange(t)
 
-    def probs(q, k, q0, q1):
-        return attention_probs(q[:, q0:q1], k, kind="softmax", q_pos=pos[q0:q1], k_pos=pos)[0]
+    def probs(q, k, start, size):
+        qb = jax.lax.dynamic_slice_in_dim(q, start, size, axis=1)
+        return attention_probs(qb, k, kind="softmax", q_pos=start + jnp.arange(size), k_pos=pos)[0]
 
     fns = {"blockwise": lambda q, k: stats.head_stats_blockwise(lambda a, b: probs(q, k, a, b), t, block)}
     if dense:

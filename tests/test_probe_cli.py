@@ -59,6 +59,7 @@ def test_blockwise_attention_statistics_equal_dense(trained, monkeypatch):
     crit = runner.stats.SpikeCriterion.relative()
     dense = runner._run_pass1(model, seqs, opts, crit)["heads"]
     monkeypatch.setattr(runner, "DENSE_LIMIT", 8)
+    monkeypatch.setattr(runner, "QUERY_BLOCK", 16)          # 40 = 16 + 16 + a partial block
     blocked = runner._run_pass1(model, seqs, opts, crit)["heads"]
     for block in dense:
         for key in dense[block]:

@@ -109,7 +109,7 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q, spec), self.k_norm(k, spec)
         pos = ctx["positions"]
         if spec.position == "rope":
-            q, k = rope(q, pos, spec.rope_theta), rope(k, pos, spec.rope_theta)
+            q, k = rope(q, pos, spec.rope_theta, spec.rope_scaling), rope(k, pos, spec.rope_theta, spec.rope_scaling)
         self.sow(QKV, "q", q)
         self.sow(QKV, "k", k)
         self.sow(QKV, "v", v)
@@ -139,14 +139,15 @@ class Attention(nnx.Module):
         self.sow(AttnProbs, "attn_probs", probs)
         return self._mix_values(probs, extra, v)
 
-    def query_block_probs(self, q, k, q0: int, q1: int):
-        """Probabilities of queries q0..q1-1 over all keys, from captured (normed, rotated) q and k: what a
-        probe needs to compute attention statistics of long sequences block by block."""
+    def query_block_probs(self, q, k, start, size: int):
+        """Probabilities of queries start..start+size-1 over all keys, from captured (normed, rotated) q and
+        k: what a probe needs for attention statistics of long sequences block by block (`start` may be
+        traced inside a scan; `size` is static)."""
         spec = self.spec
         pos = jnp.arange(k.shape[1])
-        qb = q[:, q0:q1]
+        qb = jax.lax.dynamic_slice_in_dim(q, start, size, axis=1)
         probs, _ = attention_probs(
-            qb, k, kind=spec.attention, q_pos=pos[q0:q1], k_pos=pos, window=spec.sliding_window,
+            qb, k, kind=spec.attention, q_pos=start + jnp.arange(size), k_pos=pos, window=spec.sliding_window,
             alibi=alibi_slopes(spec.n_heads) if spec.position == "alibi" else None,
             extra_logit=self._extra_logit(qb), sigmoid_bias=spec.sigmoid_bias)
         return probs

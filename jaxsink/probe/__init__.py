@@ -1,1 +1,3 @@
-"""Spike and sink statistics (pure functions), the probe pipeline and its plots."""
+"""Spike and sink statistics (pure functions, re-exported from `stats`), the probe pipeline and its plots."""
+from jaxsink.probe.stats import *  # noqa: F401,F403
+from jaxsink.probe.stats import __all__  # noqa: F401

@@ -1,18 +1,41 @@
 """Massive activations ("spikes"): magnitudes, spike masks, the life cycle, and the sparse, near-constant
 vectors RMSNorm makes of spike tokens (paper §3.1 and §3.2.1; Sun et al. 2024).
 
-Everything that returns arrays is a pure, jit-able function of captured hidden states; the few helpers
-that return Python lists (`mask_indices`, `life_cycle_blocks`) are meant for the host, after the jit.
+Everything that returns arrays is a pure function of captured hidden states, wrapped in `probe_jit`: traced
+inside a caller's jit, NumPy when called from the host (compiled once per shape). The few helpers that
+return Python lists (`mask_indices`, `block_indices`, `life_cycle_blocks`) are for the host only.
 Shapes: a hidden state is h [..., T, D] with one sequence per leading index, e.g. [B, T, D] for one block
 or [n_blocks, B, T, D] stacked. Blocks use the paper's indexing: 1-based, odd = attention, even = FFN.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def probe_jit(fn=None, *, static: tuple[str, ...] = ()):
+    """jax.jit for the statistics. Under a caller's jit (or any transformation) results stay traced, so the
+    functions compose inside training steps; called from the host they come back as NumPy
+    (`jax.device_get`), ready for JSON and plots. `static`: argument names that are static for jit."""
+    if fn is None:
+        return functools.partial(probe_jit, static=static)
+    jitted = jax.jit(fn, static_argnames=static)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        return host_unless_traced(jitted(*args, **kwargs))
+
+    return call
+
+
+def host_unless_traced(tree):
+    """NumPy copies of a result tree, unless it is being traced (then unchanged)."""
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+    return tree if traced else jax.device_get(tree)
 
 
 # ------------------------------------------------------------------ magnitudes (Sun et al. protocol, Fig. 1)
@@ -26,6 +49,7 @@ def _sequence_median(a):
     return jnp.median(a.reshape(*a.shape[:-2], -1), axis=-1)[..., None, None]
 
 
+@probe_jit
 def magnitude_stats(h) -> dict:
     """Per sequence, over all its tokens and channels (Sun et al.'s `--exp2`, paper §3.1.1): the top-3 |h|,
     the median |h|, top-1 / median, and the (position, channel) of the largest |h|.
@@ -40,6 +64,7 @@ def magnitude_stats(h) -> dict:
             "argmax_position": idx[..., 0] // d, "argmax_channel": idx[..., 0] % d}
 
 
+@probe_jit
 def block_magnitudes(h) -> dict:
     """The life-cycle table (Fig. 1) of stacked hidden states h [n_blocks, B, T, D].
 
@@ -50,12 +75,16 @@ def block_magnitudes(h) -> dict:
     """
     s = magnitude_stats(h)
     best = jnp.argmax(s["top3"][..., 0], axis=-1)[:, None]
-    pick = lambda x: jnp.take_along_axis(x, best, axis=-1)[:, 0]   # noqa: E731
+
+    def pick(x):
+        return jnp.take_along_axis(x, best, axis=-1)[:, 0]
+
     return {"top3": jnp.mean(s["top3"], axis=1), "median": jnp.mean(s["median"], axis=1),
             "top1_over_median": jnp.mean(s["top1_over_median"], axis=1),
             "argmax_position": pick(s["argmax_position"]), "argmax_channel": pick(s["argmax_channel"])}
 
 
+@probe_jit
 def spike_top1(residual_top1):
     """The tables' "Spike" (undefined in the paper, notes §2.11): per sequence the top-1 |h| over all
     blocks of the residual stream (blocks 1..2L; the embedding is excluded), then the mean over sequences.
@@ -82,12 +111,14 @@ class SpikeCriterion:
         return cls(0.0, rel_factor)
 
 
+@probe_jit(static=("criterion",))
 def massive_mask(h, criterion: SpikeCriterion = SpikeCriterion()):
     """Boolean [..., T, D]: the massive entries of each sequence's hidden state h [..., T, D]."""
     a = _abs32(h)
     return (a > criterion.abs_threshold) & (a > criterion.rel_factor * _sequence_median(a))
 
 
+@probe_jit(static=("criterion",))
 def spike_masks(h, criterion: SpikeCriterion = SpikeCriterion()) -> dict:
     """Spike tokens and spike channels of each sequence: a token (channel) is a spike token (channel) when
     any of its entries is massive. `channel_sign` is the sign of the channel's largest massive entry
@@ -115,6 +146,7 @@ def block_indices(mask) -> list[int]:
 
 # ------------------------------------------------------------------ life cycle: step-up / step-down (§3.1.1)
 
+@probe_jit
 def life_cycle_masks(residual, outputs, initial=None, frac: float = 0.25):
     """Step-up and step-down blocks from the spike channels at the spike token (paper §3.1.1, Table 1).
 
@@ -152,6 +184,7 @@ def life_cycle_blocks(residual, outputs, initial=None, frac: float = 0.25) -> tu
     return block_indices(up), block_indices(down)
 
 
+@probe_jit
 def jump_masks(top1, initial=None, factor: float = 10.0):
     """Step-up / step-down blocks from per-block top-1 |h| alone (e.g. training-time logs, no signs).
 
@@ -168,6 +201,7 @@ def jump_masks(top1, initial=None, factor: float = 10.0):
 
 # ------------------------------------------------------------------ normalised spike tokens (§3.2.1)
 
+@probe_jit
 def rms_normalize(h):
     """The paper's RMSNorm without learned scale (Eq. 5): sqrt(D) h / ||h|| over the last axis. Every
     entry is bounded by sqrt(D) (Eq. 23); a zero vector stays zero."""
@@ -175,6 +209,7 @@ def rms_normalize(h):
     return h * jnp.sqrt(jnp.float32(h.shape[-1])) / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-30)
 
 
+@probe_jit
 def pairwise_cosines(v):
     """Cosine matrix of the vectors v [..., N, D] -> [..., N, N]."""
     u = jnp.asarray(v).astype(jnp.float32)
@@ -182,12 +217,14 @@ def pairwise_cosines(v):
     return u @ jnp.swapaxes(u, -1, -2)
 
 
+@probe_jit
 def off_diagonal_mean(c):
     """Mean over the distinct pairs (i != j) of a pairwise matrix [..., N, N]; NaN when N < 2."""
     n = c.shape[-1]
     return (jnp.sum(c, (-1, -2)) - jnp.trace(c, axis1=-2, axis2=-1)) / (n * (n - 1) if n > 1 else jnp.nan)
 
 
+@probe_jit
 def mean_pairwise_cosine(v):
     """Near-constancy (Eq. 25, Fig. 5): mean cosine over distinct pairs of RMSNorm(v_i), v [..., N, D]
     holding the spike token of N different prompts (e.g. [n_blocks, N, D] for all blocks at once).
@@ -195,15 +232,16 @@ def mean_pairwise_cosine(v):
     return off_diagonal_mean(pairwise_cosines(v))
 
 
+@probe_jit(static=("k",))
 def multi_hotness(v, k: int = 3) -> dict:
     """How multi-hot a vector is (sparsification, Eq. 24), v [..., D]; all three are scale-free, so
     RMSNorm(v) gives the same values:
-    - topk_energy: share of ||v||^2 in its top-k channels (-> 1 for a k-hot vector);
+    - topk_energy: share of ||v||^2 in its top-k channels (-> 1 for a k-hot vector; k capped at D);
     - participation_ratio: (sum v^2)^2 / sum v^4, the effective number of channels (1 for one-hot);
     - peak_over_bound: max |RMSNorm(v)_i| / sqrt(D) = max |v_i| / ||v||, <= 1 by Eq. 23 (= 1 iff one-hot).
     """
     sq = jnp.square(jnp.asarray(v).astype(jnp.float32))
     total = jnp.sum(sq, -1)
-    return {"topk_energy": jnp.sum(jax.lax.top_k(sq, k)[0], -1) / total,
+    return {"topk_energy": jnp.sum(jax.lax.top_k(sq, min(k, sq.shape[-1]))[0], -1) / total,
             "participation_ratio": jnp.square(total) / jnp.sum(jnp.square(sq), -1),
             "peak_over_bound": jnp.sqrt(jnp.max(sq, -1) / total)}

@@ -1,25 +1,32 @@
 """Attention sinks: importance scores, sink heads and the sink ratio (paper App. A, Eqs. 27-28), Gu et al.'s
 Sink_1, first-token mass, the locality of heads, and the dimension of sink keys (§3.2.2).
 
-Pure, jit-able functions. probs [..., H, T, T] holds one layer's attention (row t = query, column k = key,
-0-based, causal). Rows may sum to less than 1: a variant with an extra always-visible slot (learnable sink
-token, key bias, softmax-off-by-one) puts mass outside the T keys, and nothing here renormalises it away
-except where stated. Positions in docstrings are 1-based like the paper's where marked "(1-based)".
+Pure functions wrapped in `probe_jit` (traced under a caller's jit, NumPy from the host); the blockwise
+variant takes a callable, so it is not jitted itself: jit its caller.
+probs [..., H, T, T] holds one layer's attention (row t = query, column k = key, 0-based, causal). Rows may
+sum to less than 1: a variant with an extra always-visible slot (learnable sink token, key bias,
+softmax-off-by-one) puts mass outside the T keys, and nothing here renormalises it away except where
+stated. Positions are 0-based except where marked "(1-based)", the paper's convention.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
+
+from jaxsink.probe.activations import host_unless_traced, probe_jit
 
 
 # ------------------------------------------------------------------ importance scores
 
+@probe_jit
 def importance(probs):
     """The paper's alpha_k = (1/T) sum_t A[t, k] (Eq. 27, following Gu et al.), [..., H, T]."""
     return jnp.mean(jnp.asarray(probs).astype(jnp.float32), axis=-2)
 
 
+@probe_jit
 def gu_importance(probs):
     """Gu et al.'s alpha_k = sum_{t>=k} A[t, k] / (T - k + 1) (1-based): the mean over the queries that
     can see key k. Equal to the paper's alpha_1 for the first key; later keys are not discounted. [..., H, T]."""
@@ -28,12 +35,14 @@ def gu_importance(probs):
     return jnp.sum(p, axis=-2) / jnp.arange(t, 0, -1, dtype=jnp.float32)
 
 
+@probe_jit
 def sink_flags(alpha, eps: float = 0.3):
     """Sink head (Eq. 28): max over the first floor(T/2) keys of alpha_k exceeds eps (strictly). The
     window is 1-based k <= floor(T/2), i.e. 0-based k < T // 2, so T >= 2. alpha [..., T] -> bool [...]."""
     return jnp.max(alpha[..., : alpha.shape[-1] // 2], axis=-1) > eps
 
 
+@probe_jit(static=("per_sequence",))
 def sink_ratio(flags, per_sequence: bool = False):
     """The sink ratio s_eps (Eq. 28): the share of (layer, head) pairs flagged, per sequence, then the mean
     over sequences (the model-level number). flags [n_layers, B, H] -> scalar, or [B] with per_sequence.
@@ -44,14 +53,15 @@ def sink_ratio(flags, per_sequence: bool = False):
 
 # ------------------------------------------------------------------ per-head statistics, dense or blockwise
 
-def _query_block_sums(p, q0: int):
-    """Additive partial sums of the query rows q0..q0+n-1 (p = A[..., q0:q0+n, :]):
-    column sums [..., H, T]; the sum over counted queries of their sink-free mean distance, and their
-    number [..., H]. A query t is counted when it puts positive mass on keys 1..t (0-based, i.e. all but
-    the first key), which excludes t = 0 and queries whose whole mass sits on the sink or an extra slot."""
-    p = p.astype(jnp.float32)
-    q = jnp.arange(q0, q0 + p.shape[-2])[:, None]
+def _query_block_sums(p, start, first=0):
+    """Additive partial sums of the query rows start..start+n-1 (p = A[..., start:start+n, :]), skipping
+    rows before `first` (already counted by the previous block): column sums [..., H, T]; the sum over
+    counted queries of their sink-free mean distance, and their number [..., H]. A query t is counted when
+    it puts positive mass on keys 1..t (0-based, i.e. all but the first key), which excludes t = 0 and
+    queries whose whole mass sits on the sink or an extra slot."""
+    q = (start + jnp.arange(p.shape[-2]))[:, None]
     k = jnp.arange(p.shape[-1])[None, :]
+    p = jnp.where(q >= first, p.astype(jnp.float32), 0.0)
     rest = jnp.where((k >= 1) & (k <= q), p, 0.0)
     mass = jnp.sum(rest, -1)
     counted = mass > 0
@@ -73,16 +83,28 @@ def _head_stats_from_sums(col_sum, dist_sum, n_counted, eps: float) -> dict:
 
 
 def head_stats_blockwise(probs_block: Callable, seq_len: int, block: int, eps: float = 0.3) -> dict:
-    """`head_stats` from query blocks: probs_block(q0, q1) -> A[..., H, q0:q1, :] (all T keys). A Python loop
-    over static blocks adds up column sums and distance sums, so memory grows with seq_len x block per
-    head instead of seq_len^2, and the result equals the dense one (up to summation order)."""
-    sums = None
-    for q0 in range(0, seq_len, block):
-        part = _query_block_sums(probs_block(q0, min(q0 + block, seq_len)), q0)
-        sums = part if sums is None else tuple(a + b for a, b in zip(sums, part))
-    return _head_stats_from_sums(*sums, eps)
+    """`head_stats` from query blocks, for sequences too long for T x T probabilities.
+
+    probs_block(start, size) -> A[..., H, start:start+size, :] (all T keys). `size` = min(block, T) is
+    static; `start` is an int32 scalar, traced inside `lax.scan`, so slice with
+    `jax.lax.dynamic_slice_in_dim` (only the first block gets a Python 0: with T <= block a static slice
+    works too). A scan, unlike an unrolled Python loop, keeps one block live at a time, so memory grows
+    with T x block per head, not T^2. When block does not divide T the last block starts at T - size and
+    skips the rows already counted. The result equals the dense one up to summation order.
+    """
+    size = min(block, seq_len)
+
+    def add(sums, first):
+        start = jnp.minimum(first, seq_len - size)
+        return tuple(a + b for a, b in zip(sums, _query_block_sums(probs_block(start, size), start, first))), None
+
+    sums = _query_block_sums(probs_block(0, size), 0)
+    if seq_len > size:
+        sums, _ = jax.lax.scan(add, sums, jnp.arange(size, seq_len, size))
+    return host_unless_traced(_head_stats_from_sums(*sums, eps))
 
 
+@probe_jit
 def head_stats(probs, eps: float = 0.3) -> dict:
     """Per (sequence, head) statistics of one layer, probs [..., H, T, T]:
     - first_token_mass: mean over queries of A[t, 0] = the paper's alpha_1 = Gu's alpha_1 (also gu_alpha1);
@@ -93,10 +115,10 @@ def head_stats(probs, eps: float = 0.3) -> dict:
       sum_k A(t - k); averaged over the counted queries (see `_query_block_sums`); NaN if none (T = 1).
     """
     p = jnp.asarray(probs)
-    t = p.shape[-1]
-    return head_stats_blockwise(lambda q0, q1: p[..., q0:q1, :], t, t, eps)
+    return head_stats_blockwise(lambda start, size: p, p.shape[-1], p.shape[-1], eps)
 
 
+@probe_jit
 def distance_by_sink(mean_distance, is_sink) -> dict:
     """Locality of sink vs non-sink heads (§4.3.3: sink heads attend near the query): the mean of
     `mean_distance` over all flagged entries and over all others (any matching shapes, e.g. [n_layers, B, H]).
@@ -114,6 +136,7 @@ def distance_by_sink(mean_distance, is_sink) -> dict:
 
 # ------------------------------------------------------------------ sink keys (§3.2.2, notes §2.13)
 
+@probe_jit
 def effective_rank(x, energy: float = 0.99) -> dict:
     """Dimension of stacked vectors x [..., N, d], e.g. one head's keys at the sink position across N
     prompts (expected 1-2 for sink keys): `rank` is the number of singular values holding `energy` of the

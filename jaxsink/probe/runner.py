@@ -25,6 +25,7 @@ from jaxsink.probe import plots, stats
 
 log = logging.getLogger("jaxsink")
 DENSE_LIMIT = 1024        # longer sequences get their attention statistics in query blocks
+QUERY_BLOCK = 256
 
 
 @dataclasses.dataclass
@@ -109,8 +110,8 @@ def _pass1(model: Probed, opts: ProbeOptions, criterion: stats.SpikeCriterion):
 
 def _blockwise(attn, c, i, opts):
     q, k = c["q"][i], c["k"][i]
-    return stats.head_stats_blockwise(lambda q0, q1: attn.query_block_probs(q, k, q0, q1), opts.seq_len,
-                                      block=256, eps=opts.sink_eps)
+    return stats.head_stats_blockwise(lambda start, size: attn.query_block_probs(q, k, start, size), opts.seq_len,
+                                      block=QUERY_BLOCK, eps=opts.sink_eps)
 
 
 def _attention_module(params, model, block):
