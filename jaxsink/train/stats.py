@@ -35,12 +35,12 @@ def training_stats(cfg):
             h = stats.head_stats(c["attn_probs"][block][:, :, :t_sink, :t_sink], eps)
             flags.append(h["is_sink"])
             mass.append(jnp.mean(h["first_token_mass"]))
-        out = {"spike": jnp.mean(jnp.max(top1, axis=0)), "spike/top1": jnp.mean(top1, axis=1),
+        out = {"spike": stats.spike_top1(top1), "spike/top1": jnp.mean(top1, axis=1),
                "spike/median": jnp.mean(median, axis=1),
                "spike/position": positions.reshape(-1)[jnp.argmax(top1.reshape(-1))],
                "spike/pos0_share": jnp.mean(seq_pos == 0)}
         if flags:
-            out["sink_ratio"] = jnp.mean(jnp.stack(flags).astype(jnp.float32))
+            out["sink_ratio"] = stats.sink_ratio(jnp.stack(flags))
             out["first_token_mass"] = jnp.stack(mass)
         return out
 
