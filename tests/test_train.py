@@ -78,8 +78,19 @@ def test_rerun_resumes_and_refuses_other_config(corpus, tmp_path):
               tmp_path, devices=jax.devices()[:1], progress=False)
 
 
+def _kill_when(cmd, env, workdir, ready):
+    """Start the training command and SIGKILL it as soon as ready() holds (or after 120 s)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_kill_and_resume_equals_uninterrupted(corpus, tmp_path):
-    """SIGKILL a real training process after its step-8 checkpoint, re-run the same command, compare."""
+    """SIGKILL a real training process in the middle of an async checkpoint write, then again between
+    checkpoints; re-running the same command each time must end with exactly the uninterrupted metrics."""
     overrides = [f"--config.data.corpus={corpus}", "--config.model.d_model=32", "--config.model.d_head=8",
                  "--config.model.d_ff=64", "--config.train.seq_len=32", "--config.train.batch_size=8",
                  "--config.train.steps=40", "--config.train.log_every=1", "--config.train.checkpoint_every=8",
@@ -88,16 +99,17 @@ def test_kill_and_resume_equals_uninterrupted(corpus, tmp_path):
     cmd = [sys.executable, "-m", "jaxsink.cli", "train", "--config", "tiny", "--workdir", str(killed),
            "--no-progress", *overrides]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        done = losses(killed) if (killed / "metrics.jsonl").exists() else {}
-        if done and max(done) >= 19:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert max(losses(killed)) < 39, "the run finished before it could be killed"
+
+    def steps_done():
+        return max(losses(killed), default=-1) if (killed / "metrics.jsonl").exists() else -1
+
+    def writing_checkpoint():   # Orbax writes into <step>.orbax-checkpoint-tmp-* and renames when complete
+        return any("tmp" in p.name for p in (killed / "checkpoints").glob("*")) if (killed / "checkpoints").exists() \
+            else False
+    _kill_when(cmd, env, killed, lambda: writing_checkpoint() or steps_done() >= 19)
+    first = steps_done()
+    _kill_when(cmd, env, killed, lambda: steps_done() >= max(first, 0) + 11)
+    assert steps_done() < 39, "the run finished before it could be killed"
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     whole = tmp_path / "whole"
     cfg = load_config("tiny", [o[len("--config."):] for o in overrides])

@@ -53,15 +53,30 @@ class Norm(nnx.Module):
 
 # ---------------------------------------------------------------- positions
 
-def rope(x, positions, theta: float):
-    """Rotary embedding, rotate-half convention (HF Llama): x [B, T, heads, d], positions [T]."""
+def rope(x, positions, theta: float, scaling: tuple = ()):
+    """Rotary embedding, rotate-half convention (HF Llama): x [B, T, heads, d], positions [T].
+    `scaling` = (factor, low_freq_factor, high_freq_factor, original_max_pos) applies Llama-3 scaling."""
     d = x.shape[-1]
     inv_freq = theta ** (-jnp.arange(0, d // 2, dtype=jnp.float32) * 2.0 / d)
+    if scaling:
+        inv_freq = llama3_inv_freq(inv_freq, *scaling)
     angle = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]            # [T, d/2]
     cos, sin = jnp.cos(angle)[None, :, None, :], jnp.sin(angle)[None, :, None, :]
     x32 = x.astype(jnp.float32)
     x1, x2 = x32[..., : d // 2], x32[..., d // 2:]
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def llama3_inv_freq(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_pos):
+    """Llama-3.1 RoPE frequencies (HF `_compute_llama3_parameters`): wavelengths longer than
+    original_max_pos / low_freq_factor slow down by `factor`, shorter than original_max_pos /
+    high_freq_factor stay, and the band between blends the two smoothly."""
+    wavelen = 2 * math.pi / inv_freq
+    slowed = jnp.where(wavelen > original_max_pos / low_freq_factor, inv_freq / factor, inv_freq)
+    smooth = (original_max_pos / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    blended = (1 - smooth) * slowed / factor + smooth * slowed
+    medium = (wavelen >= original_max_pos / high_freq_factor) & (wavelen <= original_max_pos / low_freq_factor)
+    return jnp.where(medium, blended, slowed)
 
 
 def alibi_slopes(n_heads: int):

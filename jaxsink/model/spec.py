@@ -34,6 +34,7 @@ class ModelSpec:
     init_std: float = 0.02
     dtype: str = "float32"
     fused_attention: bool = True
+    rope_scaling: tuple = ()     # () or Llama-3 (factor, low_freq_factor, high_freq_factor, original_max_pos)
 
     @classmethod
     def from_config(cls, model_cfg, vocab_size: int | None = None) -> "ModelSpec":

@@ -56,6 +56,7 @@ class ProbeOptions:
     criterion: str = "auto"          # sun | relative | auto (sun if it flags anything, else relative)
     vocab: bool = True
     vocab_position: int = 16
+    vocab_sample: int = 1024         # ids probed (evenly spaced); 0 = the whole vocabulary
     interventions: bool = True
     plots: bool = True
     progress: bool = True
@@ -181,7 +182,7 @@ def probe(model: Probed, text: str, out_dir, opts: ProbeOptions = ProbeOptions()
     result["wall_seconds"] = time.perf_counter() - t_start
     if opts.plots:
         result["plots"] = _plots(model, seqs, result, out_dir)
-    (out_dir / "probe.json").write_text(json.dumps(_clean(result), indent=1))
+    (out_dir / "probe.json").write_text(json.dumps(json_safe(result), indent=1))
     return result
 
 
@@ -348,6 +349,9 @@ def vocab_probe(model: Probed, seqs, criterion, opts) -> dict:
     p = min(opts.vocab_position, seqs.shape[1] - 1)
     context = seqs[0, : p + 1]
     vocab = model.tokenizer.vocab_size
+    ids_all = np.arange(vocab, dtype=np.int32)
+    if opts.vocab_sample and opts.vocab_sample < vocab:     # a CPU cannot run 150k ids through a 7B quickly
+        ids_all = np.unique(np.linspace(0, vocab - 1, opts.vocab_sample).astype(np.int32))
 
     @jax.jit
     def spiky(params, tokens, at):
@@ -357,15 +361,15 @@ def vocab_probe(model: Probed, seqs, criterion, opts) -> dict:
         return jnp.stack(flags).any(0)
 
     first, later = [], []
-    for start in range(0, vocab, 256):
-        ids = np.arange(start, min(start + 256, vocab), dtype=np.int32)
+    for start in range(0, len(ids_all), 256):
+        ids = ids_all[start:start + 256]
         at0 = np.concatenate([ids[:, None], np.tile(context[1:p + 1], (len(ids), 1))], axis=1)
         atp = np.concatenate([np.tile(context[:p], (len(ids), 1)), ids[:, None]], axis=1)
         first.append(np.asarray(spiky(model.params, jnp.asarray(at0), 0)))
         later.append(np.asarray(spiky(model.params, jnp.asarray(atp), p)))
     first, later = np.concatenate(first), np.concatenate(later)
     return {"position_0": float(first.mean()), f"position_{p}": float(later.mean()), "vocab_size": int(vocab),
-            "later_position": p}
+            "ids_probed": int(len(ids_all)), "later_position": p}
 
 
 # ------------------------------------------------------------------ interventions
@@ -466,14 +470,14 @@ def _capture_one(model, tokens, name):
     return {k: np.asarray(v) for k, v in collect(inter, model.spec.n_blocks)[name].items()}
 
 
-def _clean(x):
+def json_safe(x):
     """JSON-safe: numpy to Python, int dict keys to strings, NaN to None."""
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items() if k != "uk_norm_all"}
+        return {str(k): json_safe(v) for k, v in x.items() if k != "uk_norm_all"}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, (np.ndarray, jax.Array)):
-        return _clean(np.asarray(x).tolist())
+        return json_safe(np.asarray(x).tolist())
     if isinstance(x, (np.floating, float)):
         return None if not np.isfinite(x) else float(x)
     if isinstance(x, (np.integer,)):
@@ -491,7 +495,7 @@ def probe_workdir_summary(workdir, **kw) -> dict:
     text = model.tokenizer.decode(splits.heldout)
     opts = ProbeOptions(vocab=False, interventions=False, progress=False, **kw)
     r = probe(model, text, pathlib.Path(workdir) / "probe", opts)
-    return {"sink_ratio": r["sink_ratio"], "spike": r["spike_top1"], "sink1_gu": r["sink1_gu"],
+    return json_safe({"sink_ratio": r["sink_ratio"], "spike": r["spike_top1"], "sink1_gu": r["sink1_gu"],
             "spike_top1_over_median": r["spike_top1_over_median"], "spike_position": r["spike_position"],
             "first_token_mass": [float(np.mean([h["first_token_mass"] for h in row])) for row in r["heads"]],
-            "life_cycle": [{k: b[k] for k in ("index", "residual_top3", "residual_median")} for b in r["blocks"]]}
+            "life_cycle": [{k: b[k] for k in ("index", "residual_top3", "residual_median")} for b in r["blocks"]]})
