@@ -18,7 +18,7 @@ from jaxsink.train.step import make_train_step
 
 TRIED = {"valid": 0, "rejected": 0}
 
-keys = {
+keys = {   # mostly valid values, plus one or two invalid ones per key, so both outcomes are common
     "model.norm_placement": st.sampled_from(NORM_PLACEMENTS + ("middle",)),
     "model.norm_type": st.sampled_from(NORM_TYPES + ("batchnorm",)),
     "model.ffn": st.sampled_from(FFNS),
@@ -26,26 +26,26 @@ keys = {
     "model.gate": st.sampled_from(GATES),
     "model.position": st.sampled_from(POSITIONS),
     "model.qk_norm": st.booleans(),
-    "model.n_layers": st.integers(-1, 3),
-    "model.d_model": st.sampled_from([0, 8, 12, 16]),
-    "model.n_heads": st.integers(0, 4),
-    "model.n_kv_heads": st.integers(-1, 4),
-    "model.d_head": st.integers(0, 9),
-    "model.d_ff": st.sampled_from([-4, 8, 24]),
-    "model.sliding_window": st.integers(-1, 5),
-    "model.max_seq_len": st.sampled_from([4, 8, 16]),
+    "model.n_layers": st.sampled_from([1, 2, 2, 3, 0]),
+    "model.d_model": st.sampled_from([8, 12, 16, 16, 0]),
+    "model.n_heads": st.sampled_from([1, 2, 4, 4, 4, 0]),
+    "model.n_kv_heads": st.sampled_from([0, 0, 1, 2, 3, -1]),
+    "model.d_head": st.sampled_from([2, 4, 6, 8, 8, 5, 0]),
+    "model.d_ff": st.sampled_from([8, 24, 24, -4]),
+    "model.sliding_window": st.sampled_from([0, 0, 2, 5, -1]),
+    "model.max_seq_len": st.sampled_from([8, 16, 16, 4]),
     "model.tie_embeddings": st.booleans(),
-    "train.seq_len": st.sampled_from([0, 8, 16]),
-    "train.batch_size": st.integers(0, 4),
-    "train.grad_accum": st.integers(0, 3),
-    "train.loss_start": st.integers(0, 10),
-    "train.loss_end": st.integers(-1, 16),
-    "train.lr": st.sampled_from([-1.0, 0.0, 1e-3]),
-    "train.b2": st.sampled_from([0.95, 1.0, 1.5]),
+    "train.seq_len": st.sampled_from([8, 8, 16, 0]),
+    "train.batch_size": st.sampled_from([2, 4, 4, 3, 0]),
+    "train.grad_accum": st.sampled_from([1, 1, 2, 0]),
+    "train.loss_start": st.sampled_from([0, 0, 0, 2, 10]),
+    "train.loss_end": st.sampled_from([0, 0, 0, 6, 16, -1]),
+    "train.lr": st.sampled_from([1e-3, 1e-3, 0.0, -1.0]),
+    "train.b2": st.sampled_from([0.95, 0.95, 1.0, 1.5]),
 }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.fixed_dictionaries({}, optional=keys))
 def test_random_configs_train_one_step_or_are_rejected_up_front(overrides):
     cfg = base_config()
@@ -76,7 +76,7 @@ def test_random_configs_train_one_step_or_are_rejected_up_front(overrides):
 def test_fuzzing_tried_both_kinds():
     """Runs after the fuzz test (file order): the sample must contain valid and rejected configs."""
     print(f"config fuzzing: {TRIED['valid']} trained one step, {TRIED['rejected']} rejected before compute")
-    assert TRIED["valid"] >= 5 and TRIED["rejected"] >= 5
+    assert TRIED["valid"] >= 10 and TRIED["rejected"] >= 10
 
 
 @pytest.fixture
@@ -132,37 +132,45 @@ def test_cli_errors_are_one_line(args, needle, tmp_path):
 
 
 def test_disk_full_during_checkpoint_keeps_the_previous_and_resumes(corpus, tmp_path):
-    """A 3 MB tmpfs fills up after the first checkpoint: clear error, step-2 checkpoint intact, and the
-    same command resumes from it once space is back."""
+    """The workdir's 4 MB tmpfs is filled up as soon as the step-2 checkpoint exists: a clear one-line
+    error, the step-2 checkpoint intact, and the same command resumes from it once space is back."""
     import os
-    import shutil
+    import threading
     mnt = tmp_path / "small_disk"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         workdir = mnt / "run"
-        cfg = _cfg(corpus, "train.async_checkpointing=false", "train.keep_checkpoints=5")
-        from jaxsink.train.run import Run
-        run = Run.create(cfg, workdir, devices=jax.devices()[:1])
-        # fill the disk right after the first checkpoint by training 2 steps in a first call
-        train(_cfg(corpus, "train.async_checkpointing=false", "train.keep_checkpoints=5", "train.steps=2"),
-              mnt / "probe_size", devices=jax.devices()[:1], progress=False)
-        size = sum(f.stat().st_size for f in (mnt / "probe_size").rglob("*") if f.is_file())
-        shutil.rmtree(mnt / "probe_size")
-        free = shutil.disk_usage(mnt).free
         filler = mnt / "filler"
-        filler.write_bytes(b"\0" * max(free - int(1.5 * size), 0))   # room for one checkpoint, not two
+        cfg = _cfg(corpus, "train.async_checkpointing=false", "train.keep_checkpoints=5")
+        stop = threading.Event()
+
+        def fill_after_first_checkpoint():
+            while not stop.is_set() and not (workdir / "checkpoints" / "2").exists():
+                stop.wait(0.002)
+            try:
+                with open(filler, "wb") as f:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+            except OSError:
+                pass
+        thread = threading.Thread(target=fill_after_first_checkpoint, daemon=True)
+        thread.start()
         from jaxsink.train.checkpoint import CheckpointError
+        from jaxsink.train.run import Run
         with pytest.raises((CheckpointError, OSError)) as e:
             train(cfg, workdir, devices=jax.devices()[:1], progress=False)
+        stop.set()
+        thread.join()
         assert "\n" not in str(e.value)
-        steps = run.checkpoints().all_steps()
-        assert steps, "the first checkpoint should have been written"
+        run = Run.create(cfg, workdir, devices=jax.devices()[:1])
+        assert 2 in run.checkpoints().all_steps()
         params, step = run.restore_params()
-        assert step == max(steps)
+        assert step >= 2 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
         os.remove(filler)
         summary = train(cfg, workdir, devices=jax.devices()[:1], progress=False)
-        assert summary["start_step"] == max(steps) and summary["step"] == 5
+        assert summary["start_step"] == step and summary["step"] == 5
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
