@@ -72,7 +72,7 @@ def test_rerun_resumes_and_refuses_other_config(corpus, tmp_path):
     cfg = tiny(corpus, "train.steps=6", "train.checkpoint_every=3")
     train(cfg, tmp_path, devices=jax.devices()[:1], progress=False)
     again = train(cfg, tmp_path, devices=jax.devices()[:1], progress=False)
-    assert again["start_step"] == 6
+    assert again["start_step"] == 6 and again["step"] == 5 and "heldout_loss" in again
     with pytest.raises(RunError, match="model.norm_placement"):
         train(tiny(corpus, "train.steps=6", "train.checkpoint_every=3", "model.norm_placement=sandwich"),
               tmp_path, devices=jax.devices()[:1], progress=False)

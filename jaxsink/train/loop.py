@@ -56,7 +56,7 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
         metrics_lib.truncate_after(run.workdir / "metrics.jsonl", start - 1)
     steps = _compile_steps(run, stats)
     bar = metrics_lib.Progress(t.steps, initial_step=start, enabled=progress)
-    summary = {"start_step": start, "params": run.n_params}
+    summary = {"start_step": start, "params": run.n_params, "step": start - 1}   # a finished run resumes to here
     tic, tokens_since = time.perf_counter(), 0
     try:
         for step in range(start, t.steps):
