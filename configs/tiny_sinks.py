@@ -5,26 +5,13 @@ decay (min_lr_ratio 1.0), wd 0.1; 1500 steps x 16 x 128 = 3.1M tokens, about 4 m
 cores. At this budget pre-norm grows a position-0 activation after the first FFN block (about 40x the
 median) but almost no sink heads: see docs/tiny_recipe.md for what was tried and what scale sinks need.
 """
-from jaxsink.config import base_config
+from jaxsink.configs import tiny
 
 
 def get_config():
-    c = base_config()
-    c.model.n_layers = 2
-    c.model.d_model = 128
+    c = tiny.get_config()
     c.model.n_heads = 8
-    c.model.d_head = 32
-    c.model.d_ff = 512
-    c.model.max_seq_len = 1024
     c.train.steps = 1500
-    c.train.batch_size = 16
-    c.train.seq_len = 128
-    c.train.lr = 3e-3
     c.train.min_lr_ratio = 1.0
-    c.train.weight_decay = 0.1
-    c.train.warmup_steps = 100
-    c.train.log_every = 50
-    c.train.checkpoint_every = 500
     c.train.eval_sequences = 128
-    c.data.corpus = "shakespeare"
     return c
