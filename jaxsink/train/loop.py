@@ -14,9 +14,11 @@ import time
 import jax
 import numpy as np
 
+from jaxsink.config import to_dict
 from jaxsink.train import metrics as metrics_lib
 from jaxsink.train.checkpoint import CheckpointError
 from jaxsink.train.run import Run, check_workdir_config, evaluate, write_config
+from jaxsink.train.optim import schedule
 from jaxsink.train.step import make_train_step
 from jaxsink.train.workdir_lock import workdir_lock
 
@@ -131,7 +133,6 @@ def _check_finite(m, step, policy) -> None:
 
 
 def _lr(run: Run, step: int) -> float:
-    from jaxsink.train.optim import schedule
     return schedule(run.cfg.train)(step)
 
 
@@ -144,5 +145,4 @@ def _prefixed(evaluation: dict) -> dict:
 
 
 def _config_dict(run: Run) -> dict:
-    from jaxsink.config import to_dict
     return to_dict(run.cfg)

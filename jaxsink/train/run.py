@@ -18,9 +18,12 @@ import optax
 from jaxsink import config as config_lib
 from jaxsink import data as data_lib
 from jaxsink import sharding
-from jaxsink.model import ModelSpec, abstract_model, build, split
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxsink.model import ModelSpec, abstract_model, build, map_variables, split
 from jaxsink.train.checkpoint import CheckpointStore
 from jaxsink.train.optim import make_optimizer
+from jaxsink.train.step import make_eval_step
 
 # keys that may change between the runs that share a workdir (cadence only, never the science)
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
@@ -59,7 +62,6 @@ class Run:
         rules = sharding.rules_from_config(cfg.mesh)
         graphdef, abstract_state = abstract_model(spec)
         shardings = sharding.param_shardings(abstract_state, rules, mesh)
-        from jaxsink.model import map_variables
         abstract = map_variables(abstract_state, lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype))
         return cls(cfg, workdir, tokenizer, splits, spec, mesh, rules, graphdef, shardings, abstract,
                    make_optimizer(cfg.train, abstract))
@@ -105,7 +107,6 @@ class Run:
 
     def batch_sharding(self):
         """[grad_accum, micro_batch, T] batches: micro-batch rows over the `batch` rule's axes."""
-        from jax.sharding import NamedSharding, PartitionSpec as P
         row = sharding.batch_sharding(self.mesh, self.rules).spec[0]
         return NamedSharding(self.mesh, P(None, row, None))
 
@@ -204,7 +205,6 @@ def bits_per_byte(nll_sum: float, tokens: float, splits: data_lib.TokenSplits) -
 
 def evaluate(run: Run, params, max_sequences: int | None = None) -> dict:
     """Held-out loss, perplexity and bits per byte over consecutive non-overlapping chunks."""
-    from jaxsink.train.step import make_eval_step
     t = run.cfg.train
     micro = t.batch_size // t.grad_accum
     step = jax.jit(make_eval_step(run.graphdef))
