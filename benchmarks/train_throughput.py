@@ -1,6 +1,7 @@
 """Training throughput and model FLOP utilisation, on 1 and on several (simulated CPU) devices.
 
     python benchmarks/train_throughput.py [--config tiny] [--devices 1 2] [--steps 20] [--dtype float32 bfloat16]
+                                          [--platform cpu|cuda|tpu] [--override model.remat=full ...]
 
 Each device count runs in its own process (JAX fixes the device count at start-up). Model FLOPs per token
 = 6 N (N = parameters except the input embedding, the head included) + 12 L T H d_head (attention scores and
@@ -61,9 +62,11 @@ def worker(args) -> dict:
     batch = run.train_batch(0)
     with jax.set_mesh(run.mesh):
         t0 = time.perf_counter()
+        step = step.lower(state, batch).compile()
+        compile_s = time.perf_counter() - t0
+        memory = step.memory_analysis()
         state, m = step(state, batch)
         jax.block_until_ready(m)
-        compile_s = time.perf_counter() - t0
         times = []
         for i in range(args.steps):
             batch = run.train_batch(i + 1)
@@ -74,11 +77,15 @@ def worker(args) -> dict:
     med = statistics.median(times)
     tokens = run.tokens_per_step
     flops = model_flops_per_token(run.spec, cfg.train.seq_len) * tokens / med
-    peak = matmul_peak(jnp.dtype(args.dtype))  # on CPU one device's matmul already uses every core
+    on_cpu = jax.devices()[0].platform == "cpu"
+    # on CPU one device's matmul already uses every core; accelerators need a larger matmul to reach peak
+    peak = matmul_peak(jnp.dtype(args.dtype), n=2048 if on_cpu else 8192)
     return {"config": args.config, "dtype": args.dtype, "devices": len(jax.devices()), "compile_s": compile_s,
             "step_s_median": med, "step_s_min": min(times), "step_s_max": max(times),
             "tokens_per_s": tokens / med, "model_gflops_per_s": flops / 1e9, "peak_gflops_per_s": peak / 1e9,
-            "mfu": flops / peak, "params": int(sum(np.size(x) for x in jax.tree.leaves(state["params"])))}
+            "mfu": flops / peak, "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+            "platform": jax.devices()[0].platform, "overrides": list(args.override),
+            "params": int(sum(np.size(x) for x in jax.tree.leaves(state["params"])))}
 
 
 def main() -> None:
@@ -89,6 +96,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--corpus", default="shakespeare")
     p.add_argument("--override", nargs="*", default=[], help="extra config overrides, e.g. train.batch_size=8")
+    p.add_argument("--platform", default="cpu", help="cpu (simulated devices), cuda or tpu (all local chips)")
     p.add_argument("--out", default="")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -99,7 +107,9 @@ def main() -> None:
     rows = []
     for dtype in args.dtype:
         for n in args.devices:
-            env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(n)}
+            env = {**os.environ, "JAX_PLATFORMS": args.platform}
+            if args.platform == "cpu":
+                env["JAX_NUM_CPU_DEVICES"] = str(n)
             cmd = [sys.executable, __file__, "--worker", "--config", args.config, "--dtype", dtype,
                    "--steps", str(args.steps), "--corpus", args.corpus, "--override", *args.override]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout

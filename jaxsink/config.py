@@ -24,6 +24,7 @@ GATES = ("none", "cond_channel", "cond_head", "cond_single", "uncond_channel", "
          "uncond_single", "static_position", "static_token")
 POSITIONS = ("rope", "nope", "learned", "alibi")
 DTYPES = ("float32", "bfloat16")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 TOKENIZERS = ("byte", "bpe")
 NAN_POLICIES = ("stop", "skip")
 
@@ -47,6 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
         dyt_alpha_init=0.5, init_std=0.02, dtype="float32",
         fused_attention=True,    # jax.nn.dot_product_attention when probabilities are not captured
         rope_scaling=(),         # () or Llama-3 (factor, low_freq_factor, high_freq_factor, original_max_pos)
+        remat="none",            # rematerialise each layer in the backward pass: none | full | dots | dots_no_batch
+        scan_layers=False,       # run the layers under lax.scan (compile time independent of depth)
     ))
     c.train = ml_collections.ConfigDict(dict(
         steps=1000, batch_size=16, seq_len=128, grad_accum=1,
@@ -221,6 +224,7 @@ def _validate_model(m) -> None:
     _one_of(m.gate, "model.gate", GATES)
     _one_of(m.position, "model.position", POSITIONS)
     _one_of(m.dtype, "model.dtype", DTYPES)
+    _one_of(m.remat, "model.remat", REMAT_POLICIES)
     if m.position == "rope":
         _check(m.d_head % 2 == 0, "model.d_head", f"must be even with RoPE, got {m.d_head}")
         _check(m.rope_theta > 0, "model.rope_theta", "must be positive")

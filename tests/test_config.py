@@ -12,7 +12,7 @@ def _err(cfg, device_count=1):
     return msg
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "paper_7b"])
+@pytest.mark.parametrize("name", ["tiny", "tiny_sinks", "small", "llama_1b", "paper_7b"])
 def test_shipped_configs_validate(name):
     cfg = load_config(name)
     validate(cfg, 1 if name != "paper_7b" else 512)
@@ -58,6 +58,7 @@ def test_bad_overrides_name_the_key(override, key):
     (["model.norm_placement=none", "model.qk_norm=true"], "model.qk_norm"),
     (["data.tokenizer=wordpiece"], "data.tokenizer"),
     (["model.d_model=0"], "model.d_model"),
+    (["model.remat=everything"], "model.remat"),
 ])
 def test_impossible_values_and_combinations(overrides, key):
     cfg = base_config()
@@ -100,3 +101,11 @@ def test_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="typo") as e:
         load_config(str(bad))
     assert "\n" not in str(e.value)
+
+
+def test_llama_1b_config_has_about_a_billion_parameters():
+    import jax
+    from jaxsink.model import ModelSpec, abstract_model
+    spec = ModelSpec.from_config(load_config("llama_1b").model, vocab_size=32000)
+    n = sum(x.size for x in jax.tree.leaves(abstract_model(spec)[1]))
+    assert 1.0e9 < n < 1.4e9, n

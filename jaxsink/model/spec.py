@@ -35,6 +35,8 @@ class ModelSpec:
     dtype: str = "float32"
     fused_attention: bool = True
     rope_scaling: tuple = ()     # () or Llama-3 (factor, low_freq_factor, high_freq_factor, original_max_pos)
+    remat: str = "none"          # none | full | dots | dots_no_batch (see transformer.REMAT_POLICIES)
+    scan_layers: bool = False
 
     @classmethod
     def from_config(cls, model_cfg, vocab_size: int | None = None) -> "ModelSpec":

@@ -16,6 +16,10 @@ from jaxsink.model.layers import GeluMLP, LinearFFN, Norm, SwiGLU, param
 from jaxsink.model.spec import ModelSpec
 
 FFN_MIXERS = {"swiglu": SwiGLU, "gelu": GeluMLP, "linear": LinearFFN, "attention": Attention}
+# `model.remat`: what the backward pass may keep from each layer's forward (the rest is recomputed)
+REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.checkpoint_dots,
+                  "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims}
 
 
 class Block(nnx.Module):
@@ -69,8 +73,12 @@ class Transformer(nnx.Module):
         if not spec.tie_embeddings:
             self.head = param(rngs, (d, v), ("embed", "vocab"), spec.init_std)
 
-    def __call__(self, tokens, interventions=None, fused: bool = False):
-        """Logits [B, T, V]. `interventions` (probes only; see `forward`) edit the computation."""
+    def __call__(self, tokens, interventions=None, fused: bool = False, plain: bool = False):
+        """Logits [B, T, V]. `interventions` (probes only; see `forward`) edit the computation.
+
+        `plain`: nothing is captured or edited, so `spec.remat` / `spec.scan_layers` may apply (a sow inside
+        `jax.checkpoint` or `lax.scan` could not leave it); otherwise the layers run one by one, unchanged.
+        """
         spec = self.spec
         interventions = interventions or {}
         t = tokens.shape[1]
@@ -83,12 +91,38 @@ class Transformer(nnx.Module):
                "residual_edits": interventions.get("residual_edits", {}),
                "attention_override": interventions.get("attention", {}),
                "fused": fused and spec.fused_attention}
-        for block in self.blocks:
-            h = block(h, ctx)
+        if plain and (spec.scan_layers or spec.remat != "none"):
+            h = self._run_layers(h, ctx)
+        else:
+            for block in self.blocks:
+                h = block(h, ctx)
         if spec.norm_placement != "none":
             h = self.final_norm(h)
         head = self.embed[...].T if spec.tie_embeddings else self.head[...]
         return (h @ head.astype(h.dtype)).astype(jnp.float32)
+
+    def _run_layers(self, h, ctx):
+        """Layers (attention block + FFN block) as a pure function of their parameters, rematerialised by
+        `spec.remat` and, with `spec.scan_layers`, scanned over the layer parameters stacked on a new leading
+        axis (MaxText's scan-over-layers; the stored parameter layout stays per block, so checkpoints and
+        importers are unaffected, at the cost of one stacked copy of the block parameters per step)."""
+        spec = self.spec
+        layers = [(self.blocks[2 * i], self.blocks[2 * i + 1]) for i in range(spec.n_layers)]
+        graphdef = nnx.graphdef(layers[0])     # layers differ only in the static block index, unused here
+
+        def layer(h, state):
+            attention, ffn = nnx.merge(graphdef, state)
+            return ffn(attention(h, ctx), ctx), None
+
+        if spec.remat != "none":
+            layer = jax.checkpoint(layer, policy=REMAT_POLICIES[spec.remat])
+        states = [nnx.state(pair) for pair in layers]
+        if not spec.scan_layers:
+            for state in states:
+                h, _ = layer(h, state)
+            return h
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+        return jax.lax.scan(layer, h, stacked)[0]
 
 
 def build(spec: ModelSpec, seed: int = 0) -> Transformer:
@@ -108,7 +142,7 @@ def forward(model: Transformer, tokens, capture=(), interventions=None):
     types = capture_types(capture)
     fused = "attn_probs" not in capture          # the fused kernel never materialises probabilities
     if not types:
-        return nnx.capture(model)(tokens, interventions, fused), None
+        return nnx.capture(model)(tokens, interventions, fused, not interventions), None
     logits, *states = nnx.capture(model, *types)(tokens, interventions, fused)
     return logits, nnx.merge_state(*states) if len(states) > 1 else states[0]
 
