@@ -10,14 +10,16 @@ PAPER = {
 
 
 def variants(scale, base):
-    """LR multiples are relative to the scale's base LR (paper: 7.5e-5 ... 1.2e-3 around 3e-4)."""
+    """LR multiples are relative to the scale's base LR (paper: 7.5e-5 ... 1.2e-3 around 3e-4). The paper's
+    baseline decays the LR to 0.1x (min LR 3e-5), so every row but `no_lr_decay` does, whatever the base."""
     lr, steps = base.train.lr, base.train.steps
-    return {
+    rows = {
         "baseline": [],
         "lr_x0.25": [f"train.lr={lr / 4}"], "lr_x0.5": [f"train.lr={lr / 2}"],
         "lr_x2": [f"train.lr={lr * 2}"], "lr_x4": [f"train.lr={lr * 4}"],
-        "no_lr_decay": ["train.min_lr_ratio=1.0"],
         "wd_0": ["train.weight_decay=0.0"],
         "beta2_0.9": ["train.b2=0.9"], "beta2_0.999": ["train.b2=0.999"],
         "tokens_x2": [f"train.steps={steps * 2}"],
     }
+    rows = {name: ["train.min_lr_ratio=0.1", *o] for name, o in rows.items()}
+    return {**rows, "no_lr_decay": ["train.min_lr_ratio=1.0"]}

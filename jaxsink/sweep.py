@@ -39,7 +39,7 @@ def plan(name: str, scale: str, only=None, extra=()) -> list[tuple[str, list[str
         raise ConfigError(f"--scale {scale!r}: choose from {sorted(BASES)}")
     exp = load_experiment(name)
     base_name, base_overrides = BASES[scale]
-    base = load_config(base_name, base_overrides)
+    base = load_config(base_name, [*base_overrides, *extra])    # variants scale from what will really run
     variants = exp.variants(scale, base)
     if only:
         unknown = sorted(set(only) - set(variants))

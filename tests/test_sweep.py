@@ -58,3 +58,12 @@ def test_bad_sweep_arguments():
         plan("table5_norm", "tiny", only=["middle"])
     with pytest.raises(ConfigError, match="scale"):
         plan("table5_norm", "huge")
+
+
+def test_relative_variants_follow_the_overrides_that_will_run():
+    """`tokens_x2` doubles the steps that will run and LR multiples scale the LR that will run; every Table 3
+    row but `no_lr_decay` decays the LR to 0.1x like the paper's baseline, whatever the base config does."""
+    rows = dict(plan("table3_optimization", "tiny", extra=["train.steps=40", "train.lr=0.01"]))
+    assert rows["tokens_x2"][-1] == "train.steps=80" and rows["lr_x2"][-1] == "train.lr=0.02"
+    assert all("train.min_lr_ratio=0.1" in o for v, o in rows.items() if v != "no_lr_decay")
+    assert rows["no_lr_decay"][-1] == "train.min_lr_ratio=1.0"
