@@ -6,6 +6,14 @@ TITLE = "Prior work - attention normalisers and biases"
 PAPER = {}
 
 
+# prior-work claims: (text, metric, a, relation, b); judged by jaxsink.claims
+CLAIMS = [
+    ("Sigmoid attention without normalisation has no sinks (Gu et al. 2025)", "sink_ratio", "sigmoid", "<", "softmax"),
+    ("Learnable key/value biases remove the massive activation (Sun et al. 2024)", "spike", "kv_bias", "<", "softmax"),
+    ("A learnable sink logit takes the place of sink heads (gpt-oss)", "sink_ratio", "sink_logit", "<", "softmax"),
+]
+
+
 def variants(scale, base):
     return {kind: [f"model.attention={kind}"]
             for kind in ("softmax", "sigmoid", "sink_logit", "softmax1", "k_bias", "kv_bias")}

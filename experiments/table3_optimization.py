@@ -9,6 +9,19 @@ PAPER = {
 }
 
 
+# Section 4.1 claims: (text, metric, a, relation, b); judged by jaxsink.claims
+CLAIMS = [
+    ("A 4x lower base LR lowers the sink ratio", "sink_ratio", "lr_x0.25", "<", "baseline"),
+    ("A 4x lower base LR lowers the spike", "spike", "lr_x0.25", "<", "baseline"),
+    ("No LR decay raises the sink ratio", "sink_ratio", "no_lr_decay", ">", "baseline"),
+    ("Weight decay 0 raises the spike (3x)", "spike", "wd_0", ">", "baseline"),
+    ("Weight decay 0 lowers the sink ratio", "sink_ratio", "wd_0", "<", "baseline"),
+    ("AdamW beta2 0.999 lowers the sink ratio", "sink_ratio", "beta2_0.999", "<", "baseline"),
+    ("2x training tokens raise the sink ratio", "sink_ratio", "tokens_x2", ">", "baseline"),
+    ("2x training tokens lower the spike", "spike", "tokens_x2", "<", "baseline"),
+]
+
+
 def variants(scale, base):
     """LR multiples are relative to the scale's base LR (paper: 7.5e-5 ... 1.2e-3 around 3e-4). The paper's
     baseline decays the LR to 0.1x (min LR 3e-5), so every row but `no_lr_decay` does, whatever the base."""

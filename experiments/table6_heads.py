@@ -17,6 +17,16 @@ DHEADS = (8, 16, 32, 64, 128)
 FIXED = ((8, 512), (16, 256), (32, 128), (64, 64), (128, 32), (256, 16))
 
 
+# Section 4.3.1 claims: (text, metric, a, relation, b); judged by jaxsink.claims
+CLAIMS = [
+    ("A larger d_head raises the sink ratio (d_head 8 -> 128)", "sink_ratio", "dhead_128", ">", "dhead_8"),
+    ("A larger d_head raises the spike", "spike", "dhead_128", ">", "dhead_8"),
+    ("At fixed width, fewer larger heads give more sinks", "sink_ratio", "fixed_256x16", ">", "fixed_8x512"),
+    ("At fixed width, fewer larger heads give a larger spike", "spike", "fixed_256x16", ">", "fixed_8x512"),
+    ("More heads at fixed d_head: sinks about unchanged", "sink_ratio", "heads_32", "~", "heads_8"),
+]
+
+
 def variants(scale, base):
     """Rows are rescaled from the paper's 32 heads x 128 to the scale's base heads x d_head (tiny: 4 x 32),
     so `heads_32`, `dhead_128` and `fixed_128x32` are the base model at every scale."""

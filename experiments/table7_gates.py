@@ -8,5 +8,17 @@ PAPER = {
 }
 
 
+# Section 4.3.2 claims: (text, metric, a, relation, b); judged by jaxsink.claims
+CLAIMS = [
+    ("A conditional per-channel gate removes sinks", "sink_ratio", "cond_channel", "<", "none"),
+    ("A conditional per-head gate removes sinks", "sink_ratio", "cond_head", "<", "none"),
+    ("A conditional per-channel gate cuts the spike", "spike", "cond_channel", "<", "none"),
+    ("A conditional per-head gate cuts the spike", "spike", "cond_head", "<", "none"),
+    ("A single gate per token keeps more sinks than per-channel", "sink_ratio", "cond_single", ">", "cond_channel"),
+    ("Unconditional gates keep the sinks", "sink_ratio", "uncond_channel", "~", "none"),
+    ("Static (token-embedding) gates keep the sinks", "sink_ratio", "static_token", "~", "none"),
+]
+
+
 def variants(scale, base):
     return {gate: [f"model.gate={gate}"] for gate in PAPER}

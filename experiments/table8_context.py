@@ -12,6 +12,14 @@ PAPER = {"1/256": (12.4, 42.1, 5411), "1/1024": (10.6, 46.3, 4442), "1/4096": (1
 FACTOR = {"paper": 1, "small": 4, "tiny": 32}
 
 
+# Section 4.3.3 claims: (text, metric, a, relation, b); judged by jaxsink.claims
+CLAIMS = [
+    ("Excluding short contexts from the loss collapses the sinks", "sink_ratio", "2048/4096", "<", "1/4096"),
+    ("Excluding short contexts from the loss grows the spike (10x)", "spike", "1024/4096", ">", "1/4096"),
+    ("With short contexts in the loss, sinks stay at any maximum length", "sink_ratio", "1/256", "~", "1/4096"),
+]
+
+
 def variants(scale, base):
     f = FACTOR[scale]
     out = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from jaxsink.claims import claim_lines, verdict
 from jaxsink.probe import plots
 from jaxsink.train.metrics import read_metrics
 
@@ -19,21 +20,26 @@ def write_report(workdir, name: str, scale: str, results: dict, experiment) -> p
     lines = [f"# {experiment.TITLE} ({scale} scale)", "",
              f"`jaxsink sweep {name} --scale {scale} --workdir {workdir}` regenerates this report; "
              "each variant's workdir holds its metrics, checkpoints and probe.", "",
-             "| variant | PPL | Sink ratio | Spike | top-1/median | spike pos | params | tokens | paper PPL | paper Sink | paper Spike |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for variant, r in results.items():
-        paper = experiment.PAPER.get(variant)
-        ours = (f"| {variant} | {r['perplexity']:.2f} | {100 * r['sink_ratio']:.1f}% | {r['spike']:.1f} | "
-                f"{r.get('spike_top1_over_median', 0):.0f} | {r.get('spike_position', '')} | "
-                f"{r.get('params', 0) / 1e6:.2f}M | {r['tokens'] / 1e6:.1f}M |")
-        lines.append(ours + (f" {paper[0]} | {paper[1]}% | {paper[2]} |" if paper else " - | - | - |"))
-    lines += ["", "Sink ratio: the paper's Eq. 28 (eps 0.3, T = 64, held-out text). Spike: top-1 |h| of the "
-              "residual stream over all blocks (mean over sequences). Paper numbers are 7B models after 100B "
-              "tokens: compare directions, not magnitudes.", ""]
+             *table_lines(results, experiment), "", *claim_lines(getattr(experiment, "CLAIMS", ()), results), ""]
     lines += [f"![{f}]({f})" for f in figures]
     path = workdir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def table_lines(results: dict, experiment) -> list[str]:
+    """The paper's table format (PPL | Sink ratio | Spike), ours beside the paper's."""
+    lines = ["| variant | PPL | Sink ratio | Spike | top-1/median | spike pos | params | tokens | paper PPL | paper Sink | paper Spike |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for variant, r in results.items():
+        paper = experiment.PAPER.get(variant)
+        ours = (f"| {variant} | {r['perplexity']:.2f} | {100 * r['sink_ratio']:.1f}% | {r['spike']:.1f} | "
+                f"{r.get('spike_top1_over_median') or 0:.0f} | {r.get('spike_position', '')} | "
+                f"{(r.get('params') or 0) / 1e6:.2f}M | {r['tokens'] / 1e6:.1f}M |")
+        lines.append(ours + (f" {paper[0]} | {paper[1]}% | {paper[2]} |" if paper else " - | - | - |"))
+    return lines + ["", "Sink ratio: the paper's Eq. 28 (eps 0.3, T = 64, held-out text). Spike: top-1 |h| of the "
+                    "residual stream over all blocks (mean over sequences). Paper numbers are 7B models after 100B "
+                    "tokens: compare directions, not magnitudes. Claims are judged by `jaxsink.claims`."]
 
 
 def _figures(workdir: pathlib.Path, results: dict) -> list[str]:
@@ -52,3 +58,45 @@ def _figures(workdir: pathlib.Path, results: dict) -> list[str]:
         out.append(pathlib.Path(plots.metric_curves(life, workdir / "life_cycle.png", "top-1 |h| after block",
                                                     logy=True, xlabel="block")).name)
     return out
+
+
+def reproduction(root, out, header: str = "") -> pathlib.Path:
+    """docs/reproduction.md from the sweeps under `root` (one folder per experiment with results.json): per
+    table ours beside the paper's, every claim judged, the sweep's plots copied next to `out`."""
+    from jaxsink.sweep import experiments, load_experiment
+    root, out = pathlib.Path(root), pathlib.Path(out)
+    figures_dir = out.parent / out.stem
+    lines, tally = [header] if header else [], {}
+    for name in experiments():
+        saved = root / name / "results.json"
+        if not saved.exists():
+            lines += [f"## {load_experiment(name).TITLE}", "", f"Not run: `{saved}` does not exist.", ""]
+            continue
+        data = json.loads(saved.read_text())
+        exp, results = load_experiment(name), data["variants"]
+        claims = getattr(exp, "CLAIMS", ())
+        for claim in claims:
+            v = verdict(claim, results)[0]
+            tally[v] = tally.get(v, 0) + 1
+        command = f"jaxsink sweep {name} --scale {data['scale']} --workdir {root / name}"
+        lines += [f"## {exp.TITLE}", "", f"`{command}` (plus the overrides in the header)", "",
+                  *table_lines(results, exp), "", *claim_lines(claims, results), ""]
+        for png in sorted((root / name).glob("*.png")):
+            figures_dir.mkdir(parents=True, exist_ok=True)
+            target = figures_dir / f"{name}_{png.name}"
+            target.write_bytes(png.read_bytes())
+            lines.append(f"![{name} {png.stem}]({figures_dir.name}/{target.name})")
+        lines.append("")
+    summary = ", ".join(f"{n} {v}" for v, n in sorted(tally.items()))
+    out.write_text("\n".join(lines).replace("{SUMMARY}", summary) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    p = argparse.ArgumentParser(description="Compose the reproduction record from finished sweeps.")
+    p.add_argument("root")
+    p.add_argument("--out", default="docs/reproduction.md")
+    p.add_argument("--header", default="", help="a markdown file put first; {SUMMARY} becomes the verdict counts")
+    a = p.parse_args()
+    print(reproduction(a.root, a.out, pathlib.Path(a.header).read_text() if a.header else ""))

@@ -1,0 +1,59 @@
+"""Does a sweep agree with the paper? Each experiment file lists its Section 4 claims as `CLAIMS`, pairwise
+comparisons of one metric between two variants; `verdict` judges one claim on our results.
+
+A claim is (text, metric, a, relation, b) with relation ">" (a above b), "<" (a below b) or "~" (a kept at
+the level of b). Rules (our choice; the paper states directions, not tolerances):
+- spike and perplexity: a direction holds when the ratio passes 1.25x (perplexity: 1.02x) the right way,
+  fails when it passes it the wrong way, and is inconclusive in between; "~" holds within the same factor.
+- sink ratio: inconclusive when both values are below SINK_FLOOR (too few sink heads to judge, e.g. one head
+  of 16 flagged in under 80% of sequences); otherwise a direction needs a difference of SINK_MARGIN, and "~"
+  (sinks kept) holds when a >= 0.7 b and fails when a < 0.5 b.
+"""
+from __future__ import annotations
+
+SINK_FLOOR = 0.05
+SINK_MARGIN = 0.05
+RATIO = {"spike": 1.25, "perplexity": 1.02}
+
+
+def verdict(claim, results: dict) -> tuple[str, str]:
+    """("agrees" | "disagrees" | "inconclusive" | "not run", evidence) for one claim on {variant: row}."""
+    text, metric, a, relation, b = claim
+    if a not in results or b not in results:
+        return "not run", f"{a if a not in results else b} was not run"
+    x, y = float(results[a][metric]), float(results[b][metric])
+    evidence = f"{a} {_fmt(metric, x)} vs {b} {_fmt(metric, y)}"
+    if metric == "sink_ratio":
+        return _sink_verdict(x, y, relation), evidence
+    return _ratio_verdict(x, y, relation, RATIO[metric]), evidence
+
+
+def _ratio_verdict(x: float, y: float, relation: str, factor: float) -> str:
+    r = x / y if y else float("inf")
+    if relation == "~":
+        return "agrees" if 1 / factor <= r <= factor else "disagrees"
+    up = r >= factor if relation == ">" else r <= 1 / factor
+    down = r <= 1 / factor if relation == ">" else r >= factor
+    return "agrees" if up else "disagrees" if down else "inconclusive"
+
+
+def _sink_verdict(x: float, y: float, relation: str) -> str:
+    if max(x, y) < SINK_FLOOR:
+        return "inconclusive"
+    if relation == "~":
+        return "agrees" if x >= 0.7 * y else "disagrees" if x < 0.5 * y else "inconclusive"
+    d = x - y if relation == ">" else y - x
+    return "agrees" if d >= SINK_MARGIN else "disagrees" if d <= -SINK_MARGIN else "inconclusive"
+
+
+def _fmt(metric: str, v: float) -> str:
+    return f"{100 * v:.1f}%" if metric == "sink_ratio" else f"{v:.2f}" if metric == "perplexity" else f"{v:.1f}"
+
+
+def claim_lines(claims, results: dict) -> list[str]:
+    """A markdown table: claim | verdict | our evidence."""
+    lines = ["| paper's claim | our run | evidence |", "|---|---|---|"]
+    for claim in claims:
+        v, evidence = verdict(claim, results)
+        lines.append(f"| {claim[0]} | **{v}** | {evidence} |")
+    return lines

@@ -1,0 +1,62 @@
+"""Claim verdicts on planted results: each rule agrees, disagrees and abstains where it should."""
+import json
+
+import pytest
+
+from jaxsink.claims import claim_lines, verdict
+from jaxsink.report import reproduction
+from jaxsink.sweep import experiments, load_experiment, plan
+
+
+def rows(**values):
+    return {k: {"spike": s, "sink_ratio": r, "perplexity": p} for k, (s, r, p) in values.items()}
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ((100.0, 0.4, 5.0), (1000.0, 0.4, 5.0), "agrees"),        # spike 10x lower
+    ((1100.0, 0.4, 5.0), (1000.0, 0.4, 5.0), "inconclusive"),  # 1.1x: within the 1.25x band
+    ((3000.0, 0.4, 5.0), (1000.0, 0.4, 5.0), "disagrees"),
+])
+def test_spike_direction(a, b, expected):
+    assert verdict(("cut", "spike", "a", "<", "b"), rows(a=a, b=b))[0] == expected
+
+
+@pytest.mark.parametrize("x, y, relation, expected", [
+    (0.01, 0.03, "<", "inconclusive"),    # both below the floor: no sinks to judge
+    (0.01, 0.40, "<", "agrees"),
+    (0.45, 0.40, "<", "inconclusive"),    # inside the margin
+    (0.60, 0.40, "<", "disagrees"),
+    (0.35, 0.40, "~", "agrees"),          # kept
+    (0.10, 0.40, "~", "disagrees"),       # lost
+    (0.25, 0.40, "~", "inconclusive"),
+    (0.02, 0.01, "~", "inconclusive"),    # nothing to keep
+])
+def test_sink_rules(x, y, relation, expected):
+    assert verdict(("s", "sink_ratio", "a", relation, "b"), rows(a=(1, x, 5), b=(1, y, 5)))[0] == expected
+
+
+def test_missing_variant_is_not_run_and_lines_render():
+    claim = ("cut", "spike", "a", "<", "b")
+    assert verdict(claim, rows(a=(1, 0, 5)))[0] == "not run"
+    lines = claim_lines([claim], rows(a=(1.0, 0.0, 5.0), b=(9.0, 0.0, 5.0)))
+    assert "**agrees**" in lines[-1] and "a 1.0 vs b 9.0" in lines[-1]
+
+
+@pytest.mark.parametrize("name", experiments())
+def test_claims_name_real_variants(name):
+    names = {v for v, _ in plan(name, "tiny")}
+    for text, metric, a, relation, b in load_experiment(name).CLAIMS:
+        assert a in names and b in names and relation in "<>~" and metric in ("spike", "sink_ratio", "perplexity")
+
+
+def test_reproduction_record_composes_finished_sweeps(tmp_path):
+    variants = {"pre": (500.0, 0.3, 5.0), "sandwich": (50.0, 0.28, 5.0), "sandwich_qk": (20.0, 0.1, 5.0)}
+    results = {k: {"spike": s, "sink_ratio": r, "perplexity": p, "tokens": 1e6} for k, (s, r, p) in variants.items()}
+    (tmp_path / "table5_norm").mkdir()
+    (tmp_path / "table5_norm" / "results.json").write_text(json.dumps({"scale": "tiny", "variants": results}))
+    out = reproduction(tmp_path, tmp_path / "repro.md", header="# R\n\n{SUMMARY}\n")
+    text = out.read_text()
+    assert "Sandwich norm cuts the spike (7x) | **agrees**" in text
+    assert "Sandwich + QK-norm keeps the sinks | **disagrees**" in text
+    assert "DynamicTanh cuts the spike (25x) | **not run**" in text
+    assert "Not run:" in text and "4 agrees, 1 disagrees, 2 not run" in text
