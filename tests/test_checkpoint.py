@@ -232,6 +232,45 @@ def test_resumed_run_saves_over_an_unreadable_step(tmp_path):
     store.close()
 
 
+def test_identity_is_saved_and_a_mismatch_is_not_unreadable(tmp_path):
+    """A store bound to a run identity writes it into every checkpoint's extra; a checkpoint of another
+    identity raises CheckpointMismatch at once: no fallback to an older step, nothing renamed or modified."""
+    from jaxsink.train.checkpoint import CheckpointMismatch
+    mesh = make_mesh(8)
+    store = CheckpointStore(tmp_path, async_save=False, identity={"tokenizer": {"kind": "a"}})
+    for s in (1, 2):
+        store.save(s, make_state(mesh, s), config=CONFIG, extra={"data_position": s})
+    store.close()
+    before = snapshot(tmp_path)
+    checked = []
+
+    def check(step, extra):
+        checked.append(step)
+        if extra.get("tokenizer") != {"kind": "b"}:
+            raise CheckpointMismatch(f"step {step} was trained with {extra.get('tokenizer')}")
+    store = CheckpointStore(tmp_path, identity={"tokenizer": {"kind": "b"}}, check_identity=check)
+    assert store.read_extra(2) == {"data_position": 2, "tokenizer": {"kind": "a"}}
+    with pytest.raises(CheckpointMismatch, match=r"^step 2 was trained with \{'kind': 'a'\}$"):
+        store.restore(abstract(mesh))
+    assert checked == [2]
+    store.close()
+    assert snapshot(tmp_path) == before and CheckpointStore(tmp_path).all_steps() == [1, 2]
+
+
+def test_dropped_steps_pass_through_the_trash(tmp_path):
+    """keep-N moves dropped steps into DIRECTORY/deleted (an atomic rename) and empties it; what a killed
+    process left there is removed when the directory is next opened, and is never a step."""
+    save_steps(tmp_path, [1, 2, 3, 4], keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3", "4", "deleted"]
+    assert not any((tmp_path / "deleted").iterdir())
+    debris = tmp_path / "deleted" / "1" / "state"
+    debris.mkdir(parents=True)
+    (debris / "half").write_bytes(b"x")
+    store = CheckpointStore(tmp_path)
+    assert store.all_steps() == [3, 4] and not (tmp_path / "deleted" / "1").exists()
+    store.close()
+
+
 # ------------------------------------------------------------------ workdir lock
 
 def test_workdir_lock_refuses_a_second_holder_and_frees_on_death(tmp_path):

@@ -184,6 +184,28 @@ def test_bpe_relative_path_is_found_in_workdir(tmp_path):
     assert tok.decode(tok.encode("summer")) == "summer"
 
 
+def test_tokenizer_fingerprints(tmp_path):
+    """The identity a run records: equal for the same tokenizer however its file is formatted (and with the
+    older "a b" merge strings), different for a BPE trained on other text; described in one short phrase."""
+    from jaxsink.data.tokenizer import describe_fingerprint, same_tokenizer
+    assert ByteTokenizer().fingerprint() == {"kind": "byte", "vocab_size": 257, "bos_id": 256}
+    assert describe_fingerprint(ByteTokenizer().fingerprint()) == "byte (vocab 257, BOS 256)"
+    tok = BPETokenizer.train([SMALL_TEXT], vocab_size=300)
+    fp = tok.fingerprint()
+    assert fp["kind"] == "bpe" and len(fp["sha256"]) == 64 and (fp["vocab_size"], fp["bos_id"]) == (300, tok.bos_id)
+    assert BPETokenizer.train([SMALL_TEXT], vocab_size=300).fingerprint() == fp
+    tok.save(tmp_path / "tokenizer.json")
+    assert BPETokenizer.load(tmp_path / "tokenizer.json").fingerprint() == fp
+    d = json.loads((tmp_path / "tokenizer.json").read_text())
+    d["model"]["merges"] = [" ".join(m) for m in d["model"]["merges"]]
+    (tmp_path / "reformatted.json").write_text(json.dumps(d, indent=3, sort_keys=True))
+    assert BPETokenizer.load(tmp_path / "reformatted.json").fingerprint() == fp
+    other = BPETokenizer.train([SMALL_TEXT.upper()], vocab_size=300).fingerprint()
+    assert other["vocab_size"] == fp["vocab_size"] and not same_tokenizer(other, fp)
+    assert not same_tokenizer(ByteTokenizer().fingerprint(), fp)
+    assert describe_fingerprint(fp) == f"bpe sha256:{fp['sha256'][:16]} (vocab 300, BOS {tok.bos_id})"
+
+
 @pytest.mark.parametrize("content", [None, "{not json", '{"model": 1}'])
 def test_bpe_load_missing_or_corrupt(tmp_path, content):
     path = tmp_path / "tokenizer.json"

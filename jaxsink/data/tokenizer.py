@@ -1,6 +1,12 @@
-"""Tokenizers: bytes (default; no files, vocabulary 256 + BOS) or a byte-level BPE from HF `tokenizers`."""
+"""Tokenizers: bytes (default; no files, vocabulary 256 + BOS) or a byte-level BPE from HF `tokenizers`.
+
+Each tokenizer has a `fingerprint()`: a small JSON dict that identifies it ({"kind": "byte", ...}, or for a BPE
+the sha256 of its canonical form), recorded when a run starts training so that a checkpoint is never used
+with a tokenizer other than the one it was trained with.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 
@@ -26,6 +32,9 @@ class ByteTokenizer:
 
     def to_json(self) -> dict:
         return {"kind": "byte"}
+
+    def fingerprint(self) -> dict:
+        return {"kind": "byte", "vocab_size": self.vocab_size, "bos_id": self.bos_id}
 
 
 class BPETokenizer:
@@ -75,6 +84,40 @@ class BPETokenizer:
 
     def to_json(self) -> dict:
         return {"kind": "bpe", "path": str(self.path) if self.path else None}
+
+    def fingerprint(self) -> dict:
+        """sha256 of the canonical tokenizer.json: what decides the ids (vocabulary, merges, added tokens,
+        normalizer, pre-tokenizer, post-processor, decoder) as sorted compact JSON, with merges as pairs, so
+        that neither the file's formatting nor a newer `tokenizers` release's extra fields change it."""
+        d = json.loads(self._tok.to_str())
+        model = d.get("model") or {}
+        canonical = {
+            "model": {k: model.get(k) for k in ("type", "vocab", "unk_token", "continuing_subword_prefix",
+                                                "end_of_word_suffix", "byte_fallback")},
+            "merges": [m.split(" ", 1) if isinstance(m, str) else list(m) for m in model.get("merges", [])],
+            "added_tokens": sorted([t["id"], t["content"], bool(t.get("special"))]
+                                   for t in d.get("added_tokens") or []),
+            **{k: d.get(k) for k in ("normalizer", "pre_tokenizer", "post_processor", "decoder")},
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return {"kind": "bpe", "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                "vocab_size": self.vocab_size, "bos_id": self.bos_id}
+
+
+FINGERPRINT_KEYS = ("kind", "sha256", "vocab_size", "bos_id")
+
+
+def same_tokenizer(a: dict, b: dict) -> bool:
+    """Whether two fingerprints name the same tokenizer."""
+    return all(a.get(k) == b.get(k) for k in FINGERPRINT_KEYS)
+
+
+def describe_fingerprint(fp: dict | None) -> str:
+    """One short phrase: `bpe sha256:1a2b3c4d5e6f7a8b (vocab 4096, BOS 0)` or `byte (vocab 257, BOS 256)`."""
+    if not isinstance(fp, dict) or "kind" not in fp:
+        return f"an unrecognised fingerprint {json.dumps(fp)}"
+    digest = f" sha256:{str(fp['sha256'])[:16]}" if fp.get("sha256") else ""
+    return f"{fp['kind']}{digest} (vocab {fp.get('vocab_size')}, BOS {fp.get('bos_id')})"
 
 
 def tokenizer_from_json(d: dict, workdir=None):

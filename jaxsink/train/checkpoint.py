@@ -9,11 +9,23 @@ and renames it when complete, so a save killed mid-write is never listed as a st
 Restoring the latest step falls back to earlier steps when a checkpoint is unreadable. Unreadable
 checkpoints are never deleted or modified; only when a resumed run saves the same step again is the old one
 renamed to `<step>.unreadable-<time>` (kept, and no longer listed), since Orbax cannot save over a step.
+
+Steps that the keep-N policy drops are first moved (an atomic rename) into `DIRECTORY/deleted/`, then removed
+from there by a background thread during the next save (or by `wait`/`close`): a process killed while
+deleting leaves its debris there, never a listed step with half its files (Orbax's in-place delete did: a
+SIGKILL left step directories without their metadata). Leftovers are removed when the next store opens the
+directory. Between two saves the disk holds at most one dropped step besides the `keep` ones.
+
+A store can be bound to the identity of its run (`identity`, e.g. the tokenizer's fingerprint): it is written
+into every checkpoint's `extra` item, and `check_identity(step, extra)` runs on a checkpoint's `extra` before
+its arrays are read. A `CheckpointMismatch` it raises is not "unreadable": no fallback, nothing set aside.
 """
 from __future__ import annotations
 
 import logging
 import pathlib
+import shutil
+import threading
 import time
 
 import jax
@@ -24,27 +36,43 @@ from orbax.checkpoint import checkpoint_managers
 log = logging.getLogger("jaxsink")
 
 
+TRASH = "deleted"   # under DIRECTORY: steps dropped by the keep-N policy, removed in the background
+
+
 class CheckpointError(RuntimeError):
     """No checkpoint could be read; one-line message."""
 
 
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint that belongs to another run (e.g. another tokenizer); one-line message. Never
+    a reason to fall back to an earlier step or to set the checkpoint aside."""
+
+
 class CheckpointStore:
-    def __init__(self, directory, *, keep: int = 3, async_save: bool = True):
+    def __init__(self, directory, *, keep: int = 3, async_save: bool = True, identity: dict | None = None,
+                 check_identity=None):
         # epath: local folders and object stores (gs://bucket/run/checkpoints on a TPU pod) alike
         self.directory = epath.Path(directory) if "://" in str(directory) else \
             epath.Path(pathlib.Path(directory).absolute())
         self._unreadable: set[int] = set()
+        self._identity = dict(identity or {})
+        self._check_identity = check_identity
+        self._purger: threading.Thread | None = None
+        self._empty_trash()   # what a killed process left there
         options = ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.LatestN(keep), create=True,
-            enable_async_checkpointing=async_save)
+            enable_async_checkpointing=async_save, todelete_subdir=TRASH)
         self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=_registry())
 
     def save(self, step: int, state, *, config: dict, extra: dict | None = None, force: bool = False) -> bool:
         """Save (asynchronously unless async_save=False); False when Orbax's policy skips this step."""
         self._set_aside_unreadable(step)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config),
-                                  extra=ocp.args.JsonSave(extra or {}))
-        return self._manager.save(step, args=args, force=force)
+                                  extra=ocp.args.JsonSave({**(extra or {}), **self._identity}))
+        saved = self._manager.save(step, args=args, force=force)
+        # Orbax's save first waited for the previous one, which moved the step it dropped into TRASH
+        self._empty_trash(background=True)
+        return saved
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -59,6 +87,8 @@ class CheckpointStore:
         restored in those shardings whatever mesh they were saved from.
         """
         def read(s):
+            if self._check_identity is not None:
+                self._check_identity(s, self.read_extra(s))
             _check_stored_layout(self._manager.item_metadata(s)["state"], abstract_state)
             r = self._manager.restore(s, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore(),
@@ -72,11 +102,37 @@ class CheckpointStore:
             lambda s: self._manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"],
             step)
 
+    def read_extra(self, step: int) -> dict:
+        """The `extra` item of `step` (JSON), without reading any arrays."""
+        return self._manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"] or {}
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
+        self._empty_trash()
 
     def close(self) -> None:
         self._manager.close()
+        self._empty_trash()
+
+    def _empty_trash(self, background: bool = False) -> None:
+        """Remove the steps the keep-N policy moved to TRASH (local folders, process 0). Only entries that exist
+        when it starts are removed: a rename into TRASH is atomic, so none of them is still being moved."""
+        trash = pathlib.Path(str(self.directory)) / TRASH
+        if "://" in str(self.directory) or jax.process_index() != 0 or not trash.is_dir():
+            return
+        if self._purger is not None and self._purger.is_alive():
+            if background:
+                return
+            self._purger.join()
+
+        def purge(entries=list(trash.iterdir())):
+            for entry in entries:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        if background:
+            self._purger = threading.Thread(target=purge, name="jaxsink-checkpoint-trash", daemon=True)
+            self._purger.start()
+        else:
+            purge()
 
     def _first_readable(self, read, step: int | None):
         """read(step) for the given step, or for the newest step it succeeds on (older ones on failure)."""
@@ -90,6 +146,8 @@ class CheckpointStore:
         for s, earlier in zip(candidates, candidates[1:] + [None]):
             try:
                 return read(s)
+            except CheckpointMismatch:
+                raise
             except Exception as e:  # noqa: BLE001 -- any Orbax/tensorstore/JSON error means "unreadable"
                 error = _one_line(e)
                 self._unreadable.add(s)

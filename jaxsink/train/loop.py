@@ -84,13 +84,21 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
             _save(store, int(state["step"]), state, run, force=True)
         _save(store, None, None, run)
         final = evaluate(run, state["params"], t.eval_sequences or None)
-        writer.write(int(state["step"]) - 1, _prefixed(final))
+        if not _logged_eval(run.workdir / "metrics.jsonl", int(state["step"]) - 1):   # a finished run re-run
+            writer.write(int(state["step"]) - 1, _prefixed(final))
         summary.update(final)
         return summary
     finally:
         bar.close()
         writer.close()
         store.close()
+
+
+def _logged_eval(path, step: int) -> bool:
+    """Whether metrics.jsonl already holds the evaluation row of `step` (the run was killed after logging it)."""
+    if not path.exists():
+        return False
+    return any(r["step"] == step and any(k.startswith("eval/") for k in r) for r in metrics_lib.read_metrics(path))
 
 
 def _save(store, step, state, run: Run, force: bool = False) -> None:
