@@ -309,3 +309,18 @@ def test_host_calls_return_numpy_and_traced_calls_compose():
     traced = jax.jit(lambda x: stats.spike_top1(stats.magnitude_stats(x)["top3"][..., 0]))(h)
     assert isinstance(traced, jax.Array)
     np.testing.assert_allclose(float(traced), float(stats.spike_top1(host["top3"][..., 0])), rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 37, 4096])
+def test_sort_free_median_equals_numpy(n):
+    """The bisection median (used instead of jnp.median's slow CPU sort) is exact: odd and even lengths,
+    repeated values, zeros, inf and NaN, on fresh random heavy-tailed inputs."""
+    from jaxsink.probe.activations import nonnegative_median
+    rng = np.random.default_rng(n)
+    a = np.abs(rng.standard_cauchy(size=(6, n))).astype(np.float32)
+    a[1] = a[1, 0]                                  # all equal
+    a[2, : n // 2 + 1] = 0.0                        # half zeros
+    a[3, -1] = np.inf
+    a[4, 0] = np.nan
+    got = np.asarray(nonnegative_median(jnp.asarray(a)))
+    np.testing.assert_array_equal(got, np.median(a, axis=-1).astype(np.float32))

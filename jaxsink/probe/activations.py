@@ -46,7 +46,39 @@ def _abs32(h):
 
 def _sequence_median(a):
     """Median of |h| over all tokens and channels of each sequence: [..., T, D] -> [..., 1, 1]."""
-    return jnp.median(a.reshape(*a.shape[:-2], -1), axis=-1)[..., None, None]
+    return nonnegative_median(a.reshape(*a.shape[:-2], -1))[..., None, None]
+
+
+def nonnegative_median(a):
+    """Exact median over the last axis of a >= 0 (float32), as `jnp.median` computes it, without a sort.
+
+    XLA's CPU sort made `jnp.median` cost more than the probed model's forward pass. For x >= 0 the int32 bit
+    pattern of a float32 is monotone in x, so the k-th smallest value is found by bisection over bit patterns,
+    31 counting passes; the upper middle element (even n) is the smallest value above the lower one, or the
+    lower one itself when it repeats. NaN anywhere gives NaN, like `jnp.median`.
+    """
+    a = a.astype(jnp.float32)
+    bits = jax.lax.bitcast_convert_type(a, jnp.int32)
+    n = a.shape[-1]
+    k = (n - 1) // 2
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        left = jnp.sum(bits <= mid[..., None], axis=-1) > k
+        return jnp.where(left, lo, mid + 1), jnp.where(left, mid, hi)
+
+    lo = jnp.zeros(a.shape[:-1], jnp.int32)
+    hi = jnp.full(a.shape[:-1], 0x7F800000, jnp.int32)           # +inf
+    lower_bits = jax.lax.fori_loop(0, 31, halve, (lo, hi))[0]
+    lower = jax.lax.bitcast_convert_type(lower_bits, jnp.float32)
+    if n % 2:
+        median = lower
+    else:
+        repeats = jnp.sum(bits <= lower_bits[..., None], axis=-1) > k + 1
+        above = jnp.min(jnp.where(bits > lower_bits[..., None], a, jnp.inf), axis=-1)
+        median = (lower + jnp.where(repeats, lower, above)) / 2
+    return jnp.where(jnp.isnan(a).any(-1), jnp.nan, median)
 
 
 @probe_jit
@@ -58,10 +90,13 @@ def magnitude_stats(h) -> dict:
     """
     a = _abs32(h)
     d = a.shape[-1]
-    top3, idx = jax.lax.top_k(a.reshape(*a.shape[:-2], -1), 3)
+    flat = a.reshape(*a.shape[:-2], -1)
+    # top_k only for the values, max / argmax for the rest: reusing top_k's outputs made XLA on CPU lower
+    # it to a full sort (10x slower; benchmarks/probe_vs_hooks.py)
+    top3, top1, idx = jax.lax.top_k(flat, 3)[0], jnp.max(flat, axis=-1), jnp.argmax(flat, axis=-1)
     median = _sequence_median(a)[..., 0, 0]
-    return {"top3": top3, "median": median, "top1_over_median": top3[..., 0] / median,
-            "argmax_position": idx[..., 0] // d, "argmax_channel": idx[..., 0] % d}
+    return {"top3": top3, "median": median, "top1_over_median": top1 / median,
+            "argmax_position": idx // d, "argmax_channel": idx % d}
 
 
 @probe_jit
