@@ -3,8 +3,11 @@ comparisons of one metric between two variants; `verdict` judges one claim on ou
 
 A claim is (text, metric, a, relation, b) with relation ">" (a above b), "<" (a below b) or "~" (a kept at
 the level of b). Rules (our choice; the paper states directions, not tolerances):
-- spike and perplexity: a direction holds when the ratio passes 1.25x (perplexity: 1.02x) the right way,
-  fails when it passes it the wrong way, and is inconclusive in between; "~" holds within the same factor.
+- spike and perplexity: a direction holds when the ratio passes 1.25x (perplexity: 1.05x, since the paper's
+  own "unchanged" rows differ by up to 3%) the right way, fails when it passes it the wrong way, and is
+  inconclusive in between; "~" holds within the same factor.
+- a spike or sink claim is inconclusive when one variant's perplexity is more than TRAINED_RATIO times the
+  other's: a run that did not train comparably (e.g. diverged) says nothing about its spike or sinks.
 - sink ratio: inconclusive when both values are below SINK_FLOOR (too few sink heads to judge, e.g. one head
   of 16 flagged in under 80% of sequences); otherwise a direction needs a difference of SINK_MARGIN, and "~"
   (sinks kept) holds when a >= 0.7 b and fails when a < 0.5 b.
@@ -13,7 +16,8 @@ from __future__ import annotations
 
 SINK_FLOOR = 0.05
 SINK_MARGIN = 0.05
-RATIO = {"spike": 1.25, "perplexity": 1.02}
+RATIO = {"spike": 1.25, "perplexity": 1.05}
+TRAINED_RATIO = 1.5
 
 
 def verdict(claim, results: dict) -> tuple[str, str]:
@@ -23,6 +27,10 @@ def verdict(claim, results: dict) -> tuple[str, str]:
         return "not run", f"{a if a not in results else b} was not run"
     x, y = float(results[a][metric]), float(results[b][metric])
     evidence = f"{a} {_fmt(metric, x)} vs {b} {_fmt(metric, y)}"
+    ppl = sorted(float(results[v]["perplexity"]) for v in (a, b))
+    if metric != "perplexity" and ppl[1] > TRAINED_RATIO * ppl[0]:
+        return "inconclusive", (f"{evidence}; perplexity {results[a]['perplexity']:.2f} vs "
+                                f"{results[b]['perplexity']:.2f}: not trained comparably")
     if metric == "sink_ratio":
         return _sink_verdict(x, y, relation), evidence
     return _ratio_verdict(x, y, relation, RATIO[metric]), evidence

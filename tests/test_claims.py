@@ -35,6 +35,12 @@ def test_sink_rules(x, y, relation, expected):
     assert verdict(("s", "sink_ratio", "a", relation, "b"), rows(a=(1, x, 5), b=(1, y, 5)))[0] == expected
 
 
+def test_a_run_that_did_not_train_is_inconclusive():
+    assert verdict(("cut", "spike", "a", "<", "b"), rows(a=(10.0, 0.0, 27.0), b=(100.0, 0.0, 6.7)))[0] == "inconclusive"
+    assert verdict(("same", "perplexity", "a", "~", "b"), rows(a=(1, 0, 27.0), b=(1, 0, 6.7)))[0] == "disagrees"
+    assert verdict(("same", "perplexity", "a", "~", "b"), rows(a=(1, 0, 6.9), b=(1, 0, 6.7)))[0] == "agrees"
+
+
 def test_missing_variant_is_not_run_and_lines_render():
     claim = ("cut", "spike", "a", "<", "b")
     assert verdict(claim, rows(a=(1, 0, 5)))[0] == "not run"
