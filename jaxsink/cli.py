@@ -193,9 +193,15 @@ def cmd_demo(args, overrides):
 
 
 def _demo_table(result) -> str:
+    from jaxsink.claims import verdict
+    from jaxsink.sweep import load_experiment
     rows = [f"{'variant':<12} {'perplexity':>10} {'sink ratio':>10} {'spike':>8}"]
     for name, r in result["variants"].items():
         rows.append(f"{name:<12} {r['perplexity']:>10.2f} {100 * r['sink_ratio']:>9.1f}% {r['spike']:>8.1f}")
+    for claim in load_experiment("table5_norm").CLAIMS:
+        v, evidence = verdict(claim, result["variants"])
+        if v != "not run":
+            rows.append(f"paper: {claim[0]}: {v} ({evidence})")
     return "\n".join(rows + [f"report: {result['report']}"])
 
 

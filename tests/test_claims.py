@@ -66,3 +66,13 @@ def test_reproduction_record_composes_finished_sweeps(tmp_path):
     assert "Sandwich + QK-norm keeps the sinks | **disagrees**" in text
     assert "DynamicTanh cuts the spike (25x) | **not run**" in text
     assert "Not run:" in text and "4 agrees, 1 disagrees, 2 not run" in text
+
+
+def test_demo_prints_the_papers_claims_it_can_judge():
+    from jaxsink.cli import _demo_table
+    variants = {"pre": {"perplexity": 5.4, "sink_ratio": 0.03, "spike": 118.6},
+                "sandwich": {"perplexity": 5.5, "sink_ratio": 0.01, "spike": 26.6}}
+    text = _demo_table({"variants": variants, "report": "R/report.md"})
+    assert "paper: Sandwich norm cuts the spike (7x): agrees (sandwich 26.6 vs pre 118.6)" in text
+    assert "Sandwich norm keeps the sinks: inconclusive" in text and "DynamicTanh" not in text
+    assert text.endswith("report: R/report.md")
