@@ -23,6 +23,7 @@ def test_spike_direction(a, b, expected):
 
 @pytest.mark.parametrize("x, y, relation, expected", [
     (0.01, 0.03, "<", "inconclusive"),    # both below the floor: no sinks to judge
+    (0.00, 0.053, "~", "inconclusive"),   # one sink head of 16 in the reference is not evidence
     (0.01, 0.40, "<", "agrees"),
     (0.45, 0.40, "<", "inconclusive"),    # inside the margin
     (0.60, 0.40, "<", "disagrees"),
