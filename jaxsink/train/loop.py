@@ -41,7 +41,7 @@ def train(cfg, workdir, *, devices=None, progress: bool = True, stats=None) -> d
     primary = jax.process_index() == 0   # on a pod only process 0 owns the workdir files and the lock
     with workdir_lock(workdir) if primary else contextlib.nullcontext():
         if primary:
-            write_config(cfg, workdir)
+            write_config(cfg, workdir, run.tokenizer)
         return _train_locked(run, progress and primary, stats)
 
 
@@ -84,7 +84,8 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
             _save(store, int(state["step"]), state, run, force=True)
         _save(store, None, None, run)
         final = evaluate(run, state["params"], t.eval_sequences or None)
-        if not _logged_eval(run.workdir / "metrics.jsonl", int(state["step"]) - 1):   # a finished run re-run
+        # a finished run re-run (killed after logging its final evaluation) must not log it twice
+        if start < t.steps or not _logged_eval(run.workdir / "metrics.jsonl", int(state["step"]) - 1):
             writer.write(int(state["step"]) - 1, _prefixed(final))
         summary.update(final)
         return summary

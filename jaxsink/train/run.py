@@ -222,13 +222,11 @@ def check_workdir_tokenizer(cfg, workdir: pathlib.Path, tokenizer, retrained: bo
             "run's tokenizer or use a new --workdir")
 
 
-def record_tokenizer(cfg, workdir: pathlib.Path) -> None:
+def record_tokenizer(workdir: pathlib.Path, tokenizer) -> None:
     """Write the workdir's tokenizer record (once, when training starts; never overwritten)."""
     record = workdir / TOKENIZER_RECORD
     if record.exists():
         return
-    tokenizer = data_lib.ByteTokenizer() if cfg.data.tokenizer == "byte" else \
-        data_lib.BPETokenizer.load(workdir / "tokenizer.json")
     tmp = workdir / (TOKENIZER_RECORD + ".tmp")
     tmp.write_text(json.dumps({"tokenizer": tokenizer.fingerprint()}, indent=2, sort_keys=True))
     tmp.replace(record)
@@ -279,10 +277,10 @@ def _diff(a, b, prefix=""):
             yield name, va, vb
 
 
-def write_config(cfg, workdir: pathlib.Path) -> None:
+def write_config(cfg, workdir: pathlib.Path, tokenizer) -> None:
     """When training starts: the workdir's config.json, and its tokenizer record if it has none yet."""
     workdir.mkdir(parents=True, exist_ok=True)
-    record_tokenizer(cfg, workdir)
+    record_tokenizer(workdir, tokenizer)
     tmp = workdir / "config.json.tmp"
     tmp.write_text(json.dumps(config_lib.to_dict(cfg), indent=2, sort_keys=True))
     tmp.replace(workdir / "config.json")
