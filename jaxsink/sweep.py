@@ -3,7 +3,8 @@ the same code, and write `results.json` and `report.md` (the paper's Perplexity 
 ours beside the paper's, plus plots).
 
 Re-running skips finished variants (their `result.json` exists) and resumes an interrupted one (its
-training resumes from the last checkpoint). Every variant shares the seed and therefore the data order.
+training resumes from the last checkpoint); a variant folder that holds a run with another config (say,
+more steps) is refused before any training, so old numbers are never reported as new ones. Every variant shares the seed and therefore the data order.
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
     from jaxsink.config import validate
     from jaxsink.probe.runner import probe_workdir_summary
     from jaxsink.train.loop import train
+    from jaxsink.train.run import check_workdir_config
     from jaxsink.train.stats import training_stats
     workdir = pathlib.Path(workdir)
     steps = plan(name, scale, only, extra)
@@ -66,8 +68,10 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
         return {"experiment": name, "scale": scale, "plan": [
             {"variant": v, "command": f"jaxsink train --config {base_name} --workdir {workdir / _safe(v)} "
                                       + " ".join(f"--config.{o}" for o in ov)} for v, ov in steps]}
-    for _, overrides in steps:
-        validate(load_config(base_name, overrides))
+    for variant, overrides in steps:   # before any training: valid configs, and no finished run reused by mistake
+        cfg = load_config(base_name, overrides)
+        validate(cfg)
+        check_workdir_config(cfg, workdir / _safe(variant))
     results = {}
     for variant, overrides in steps:
         vdir = workdir / _safe(variant)

@@ -51,6 +51,29 @@ def test_rerun_skips_finished_variants(corpus, tmp_path):
     assert (tmp_path / "gelu" / "result.json").exists()
 
 
+def test_rerun_with_other_overrides_is_refused_before_any_compute(corpus, tmp_path):
+    """A finished variant is reused only for the same run: a longer run into the same workdir must not
+    silently report the old one's numbers (cadence keys such as stats.every may change)."""
+    from jaxsink.train.run import RunError
+    extra = [o.format(corpus=corpus) for o in SMALL]
+    sweep("table4_ffn", "tiny", tmp_path, only=["swiglu"], extra=extra, progress=False)
+    saved = (tmp_path / "swiglu" / "result.json").read_text()
+    with pytest.raises(RunError, match="train.steps=3, not 5"):
+        sweep("table4_ffn", "tiny", tmp_path, only=["gelu", "swiglu"], extra=[*extra, "train.steps=5"], progress=False)
+    assert not (tmp_path / "gelu").exists() and (tmp_path / "swiglu" / "result.json").read_text() == saved
+    sweep("table4_ffn", "tiny", tmp_path, only=["swiglu"], extra=[*extra, "stats.every=3"], progress=False)
+
+
+def test_demo_takes_overrides_and_says_when_sinks_need_more_tokens(corpus, tmp_path, capsys):
+    from jaxsink.cli import main
+    extra = [f"--config.{o.format(corpus=corpus)}" for o in SMALL]
+    assert main(["demo", "--workdir", str(tmp_path), "--no-progress", *extra]) == 0
+    err = capsys.readouterr().err
+    assert sorted(json.loads((tmp_path / "results.json").read_text())["variants"]) == ["pre", "sandwich", "sandwich_qk"]
+    assert "paper: Sandwich norm cuts the spike" in err and f"report: {tmp_path / 'report.md'}" in err
+    assert "sinks need about 15M+ tokens" in err   # 3 steps: no sinks
+
+
 def test_bad_sweep_arguments():
     with pytest.raises(ConfigError, match="unknown experiment"):
         plan("table99", "tiny")
