@@ -79,3 +79,27 @@ def test_probe_of_a_missing_workdir_is_one_line(tmp_path, capsys):
     assert main(["probe", "--workdir", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a jaxsink workdir" in err[0]
+
+
+def test_training_statistics_of_a_sigmoid_model_use_proxy_scores():
+    """A fresh sigmoid-attention model (weights about sigmoid(0) = 0.5 everywhere): the logged sink ratio
+    and first-token mass are those of the row-normalised (proxy) scores, computed here in NumPy."""
+    import jax.numpy as jnp
+
+    from jaxsink.model import ModelSpec, build, collect, forward
+    cfg = load_config("tiny", [*OVERRIDES, "model.attention=sigmoid"])
+    capture, stats_fn = training_stats(cfg)
+    model = build(ModelSpec.from_config(cfg.model, 264))
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, 264, size=(4, 32)), jnp.int32)
+    _, inter = forward(model, tokens, capture=capture)
+    got = stats_fn(inter)
+    _, raw = forward(model, tokens, capture=("attn_probs",))
+    t = cfg.stats.sink_seq_len
+    masses = []
+    for probs in collect(raw, 4)["attn_probs"].values():
+        p = np.asarray(probs, np.float64)[:, :, :t, :t]
+        proxy = p / p.sum(-1, keepdims=True)
+        masses.append(proxy[..., 0].mean(-1).mean())
+        assert p[..., 1:, 0].mean() > 0.3                          # read raw, every head would be a sink
+    np.testing.assert_allclose(np.asarray(got["first_token_mass"]), masses, rtol=1e-4)
+    assert float(got["sink_ratio"]) == 0.0

@@ -324,3 +324,38 @@ def test_sort_free_median_equals_numpy(n):
     a[4, 0] = np.nan
     got = np.asarray(nonnegative_median(jnp.asarray(a)))
     np.testing.assert_array_equal(got, np.median(a, axis=-1).astype(np.float32))
+
+
+# ------------------------------------------------------------------ attention without normalisation (Gu et al. §7.4)
+
+def sigmoid_causal(b, h, t, rng, sink_heads=()):
+    """Causal sigmoid attention weights (rows do not sum to 1) from N(0, 1) logits; sink heads get +6 on
+    key 0 and -6 on every other key, the only way a sigmoid head can put most of a row on one key."""
+    logits = rng.normal(size=(b, h, t, t))
+    logits[:, list(sink_heads), :, 0] += 6.0
+    logits[:, list(sink_heads), :, 1:] -= 6.0
+    return np.tril(1.0 / (1.0 + np.exp(-logits)))
+
+
+def test_proxy_probs_against_numpy():
+    a = sigmoid_causal(2, 3, 10, np.random.default_rng(11))
+    a[0, 1, 4] = 0.0                                                     # a row with no mass stays zero
+    want = np.zeros_like(a)
+    for bi, hi, q in np.ndindex(2, 3, 10):
+        total = sum(a[bi, hi, q, k] for k in range(q + 1))
+        if total > 0:
+            want[bi, hi, q, : q + 1] = [a[bi, hi, q, k] / total for k in range(q + 1)]
+    got = np.asarray(stats.proxy_probs(jnp.asarray(a, jnp.float32)))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(stats.sink_view(a, "softmax"), a)      # normalised kinds are read as they are
+
+
+def test_sigmoid_sinks_are_read_through_proxy_scores():
+    """Raw sigmoid weights of random logits average about 0.5 on key 0, so read raw every head would be a
+    sink; through the proxy only the planted heads are (T = 64, as in the paper)."""
+    a = sigmoid_causal(2, 4, 64, np.random.default_rng(12), sink_heads=(2,))
+    raw = stats.head_stats(jnp.asarray(a, jnp.float32))
+    assert raw["is_sink"].all()
+    got = stats.head_stats(stats.sink_view(jnp.asarray(a, jnp.float32), "sigmoid"))
+    assert got["is_sink"][:, 2].all() and not got["is_sink"][:, [0, 1, 3]].any()
+    np.testing.assert_allclose(float(stats.sink_ratio(got["is_sink"][None])), 0.25)

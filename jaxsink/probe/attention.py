@@ -18,6 +18,30 @@ import jax.numpy as jnp
 from jaxsink.probe.activations import host_unless_traced, probe_jit
 
 
+# ------------------------------------------------------------------ what the sink statistics read
+
+UNNORMALISED = ("sigmoid",)   # attention kinds whose rows do not sum to one by construction
+
+
+@probe_jit
+def proxy_probs(probs):
+    """Gu et al.'s "proxy attention scores" (2025, §7.4, Table 6) for attention without normalisation: each
+    query row divided by its sum over the visible keys, so the sink ratio's eps = 0.3 means the same share of
+    a row as under softmax. Raw sigmoid weights near sigmoid(0) = 0.5 would otherwise flag every head on
+    every key. A row with no mass stays zero."""
+    p = jnp.asarray(probs).astype(jnp.float32)
+    total = jnp.sum(p, axis=-1, keepdims=True)
+    return jnp.where(total > 0, p / jnp.where(total > 0, total, 1.0), 0.0)
+
+
+def sink_view(probs, attention: str):
+    """The attention that sink statistics read for a model of this `model.attention` kind: the probabilities
+    themselves, or their proxy (`proxy_probs`) for unnormalised kinds. Kinds with an extra slot (sink logit,
+    softmax-off-by-one, key biases) keep rows that sum to less than one: the slot's mass is real attention
+    to no key, and Gu et al. count it that way (their K-bias model has Sink_1 = 0%)."""
+    return proxy_probs(probs) if attention in UNNORMALISED else probs
+
+
 # ------------------------------------------------------------------ importance scores
 
 @probe_jit

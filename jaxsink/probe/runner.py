@@ -102,7 +102,7 @@ def _pass1(model: Probed, opts: ProbeOptions, criterion: stats.SpikeCriterion):
                                 "normed_pos0": c["normed_input"][i][:, 0].astype(jnp.float32)}
         for i in _attention_blocks(spec):
             if dense:
-                out["heads"][i] = stats.head_stats(c["attn_probs"][i], opts.sink_eps)
+                out["heads"][i] = stats.head_stats(stats.sink_view(c["attn_probs"][i], spec.attention), opts.sink_eps)
             else:
                 out["heads"][i] = _blockwise(_attention_module(params, model, i), c, i, opts)
         return out
@@ -111,8 +111,10 @@ def _pass1(model: Probed, opts: ProbeOptions, criterion: stats.SpikeCriterion):
 
 def _blockwise(attn, c, i, opts):
     q, k = c["q"][i], c["k"][i]
-    return stats.head_stats_blockwise(lambda start, size: attn.query_block_probs(q, k, start, size), opts.seq_len,
-                                      block=QUERY_BLOCK, eps=opts.sink_eps)
+    kind = attn.spec.attention
+    return stats.head_stats_blockwise(lambda start, size: stats.sink_view(attn.query_block_probs(q, k, start, size),
+                                                                          kind),
+                                      opts.seq_len, block=QUERY_BLOCK, eps=opts.sink_eps)
 
 
 def _attention_module(params, model, block):
@@ -461,7 +463,7 @@ def _attention_map_plot(model, seqs, rows, out_dir):
     chosen = heads[:2] + heads[-1:]
     probs = _capture_one(model, seqs[:1], "attn_probs")
     maps = [(f"block {h['block']} head {h['head']} (alpha_1 {h['first_token_mass']:.2f})",
-             probs[h["block"]][0, h["head"]]) for h in chosen]
+             stats.sink_view(probs[h["block"]][0, h["head"]], model.spec.attention)) for h in chosen]
     return plots.attention_maps(maps, out_dir / "attention_maps.png")
 
 

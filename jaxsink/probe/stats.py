@@ -12,7 +12,8 @@ from jaxsink.probe.activations import (SpikeCriterion, block_indices, block_magn
                                        massive_mask, mean_pairwise_cosine, multi_hotness, off_diagonal_mean,
                                        pairwise_cosines, rms_normalize, spike_masks, spike_top1)
 from jaxsink.probe.attention import (distance_by_sink, effective_rank, gu_importance, head_stats,
-                                     head_stats_blockwise, importance, sink_flags, sink_ratio)
+                                     head_stats_blockwise, importance, proxy_probs, sink_flags, sink_ratio,
+                                     sink_view)
 from jaxsink.probe.mechanism import (eigvec_alignment, fold_norm_scale, silu_identity, symmetric_part,
                                      top_eigen, u_matrix, uk_frobenius, w_vo)
 
@@ -21,7 +22,7 @@ __all__ = [
     "life_cycle_masks", "magnitude_stats", "mask_indices", "massive_mask", "mean_pairwise_cosine",
     "multi_hotness", "off_diagonal_mean", "pairwise_cosines", "rms_normalize", "spike_masks", "spike_top1",
     "distance_by_sink", "effective_rank", "gu_importance", "head_stats", "head_stats_blockwise", "importance",
-    "sink_flags", "sink_ratio",
+    "proxy_probs", "sink_flags", "sink_ratio", "sink_view",
     "eigvec_alignment", "fold_norm_scale", "silu_identity", "symmetric_part", "top_eigen", "u_matrix",
     "uk_frobenius", "w_vo",
 ]

@@ -5,7 +5,8 @@ Keys: `spike` (top-1 |h| over blocks, mean over sequences), `spike/top1` and `sp
 `spike/position` (position of the largest |h| in the batch), `spike/pos0_share` (share of sequences whose
 largest |h| sits at position 0), `sink_ratio` (paper Eq. 28) and `first_token_mass` per attention block.
 Sink statistics use the first `stats.sink_seq_len` positions of each training sequence: with causal
-attention those rows are exactly the attention of a sequence of that length (the paper's T = 64).
+attention those rows are exactly the attention of a sequence of that length (the paper's T = 64). Sigmoid
+attention is read through Gu et al.'s proxy scores (`stats.sink_view`), as in the probe.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def training_stats(cfg):
     """(capture names, stats_fn) for `train(..., stats=...)`."""
     n_blocks = 2 * cfg.model.n_layers
     eps, t_sink = cfg.stats.sink_eps, min(cfg.stats.sink_seq_len, cfg.train.seq_len)
+    kind = cfg.model.attention
 
     def stats_fn(inter) -> dict:
         c = collect(inter, n_blocks)
@@ -32,7 +34,7 @@ def training_stats(cfg):
         seq_pos = jnp.take_along_axis(positions, best[None], axis=0)[0]
         flags, mass = [], []
         for block in sorted(c.get("attn_probs", {})):
-            h = stats.head_stats(c["attn_probs"][block][:, :, :t_sink, :t_sink], eps)
+            h = stats.head_stats(stats.sink_view(c["attn_probs"][block][:, :, :t_sink, :t_sink], kind), eps)
             flags.append(h["is_sink"])
             mass.append(jnp.mean(h["first_token_mass"]))
         out = {"spike": stats.spike_top1(top1), "spike/top1": jnp.mean(top1, axis=1),
