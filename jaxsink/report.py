@@ -62,34 +62,43 @@ def _figures(workdir: pathlib.Path, results: dict) -> list[str]:
 
 def reproduction(root, out, header: str = "") -> pathlib.Path:
     """docs/reproduction.md from the sweeps under `root` (one folder per experiment with results.json): per
-    table ours beside the paper's, every claim judged, the sweep's plots copied next to `out`."""
+    table ours beside the paper's, every claim judged, the sweep's plots copied next to `out`. A folder
+    `EXPERIMENT@LABEL` (say `table5_norm@20M`: the same table trained longer) is one more section for that
+    table, titled with its label, and its claims count in the summary too."""
     from jaxsink.sweep import experiments, load_experiment
     root, out = pathlib.Path(root), pathlib.Path(out)
-    figures_dir = out.parent / out.stem
     lines, tally = [header] if header else [], {}
     for name in experiments():
-        saved = root / name / "results.json"
-        if not saved.exists():
-            lines += [f"## {load_experiment(name).TITLE}", "", f"Not run: `{saved}` does not exist.", ""]
-            continue
-        data = json.loads(saved.read_text())
-        exp, results = load_experiment(name), data["variants"]
-        claims = getattr(exp, "CLAIMS", ())
-        for claim in claims:
-            v = verdict(claim, results)[0]
-            tally[v] = tally.get(v, 0) + 1
-        command = f"jaxsink sweep {name} --scale {data['scale']} --workdir {root / name}"
-        lines += [f"## {exp.TITLE}", "", f"`{command}` (plus the overrides in the header)", "",
-                  *table_lines(results, exp), "", *claim_lines(claims, results), ""]
-        for png in sorted((root / name).glob("*.png")):
-            figures_dir.mkdir(parents=True, exist_ok=True)
-            target = figures_dir / f"{name}_{png.name}"
-            target.write_bytes(png.read_bytes())
-            lines.append(f"![{name} {png.stem}]({figures_dir.name}/{target.name})")
-        lines.append("")
+        exp = load_experiment(name)
+        folders = [root / name, *sorted(p for p in root.glob(f"{name}@*") if (p / "results.json").exists())]
+        for folder in folders:
+            lines += _reproduction_section(exp, name, folder, out, tally)
     summary = ", ".join(f"{n} {v}" for v, n in sorted(tally.items()))
     out.write_text("\n".join(lines).replace("{SUMMARY}", summary) + "\n")
     return out
+
+
+def _reproduction_section(exp, name: str, folder: pathlib.Path, out: pathlib.Path, tally: dict) -> list[str]:
+    label = folder.name.partition("@")[2]
+    title = f"{exp.TITLE} ({label})" if label else exp.TITLE
+    saved = folder / "results.json"
+    if not saved.exists():
+        return [f"## {title}", "", f"Not run: `{saved}` does not exist.", ""]
+    data = json.loads(saved.read_text())
+    results, claims = data["variants"], getattr(exp, "CLAIMS", ())
+    for claim in claims:
+        v = verdict(claim, results)[0]
+        tally[v] = tally.get(v, 0) + 1
+    command = f"jaxsink sweep {name} --scale {data['scale']} --workdir {folder}"
+    lines = [f"## {title}", "", f"`{command}` (plus the overrides in the header)", "",
+             *table_lines(results, exp), "", *claim_lines(claims, results), ""]
+    figures_dir = out.parent / out.stem
+    for png in sorted(folder.glob("*.png")):
+        figures_dir.mkdir(parents=True, exist_ok=True)
+        target = figures_dir / f"{folder.name.replace('@', '_')}_{png.name}"
+        target.write_bytes(png.read_bytes())
+        lines.append(f"![{folder.name} {png.stem}]({figures_dir.name}/{target.name})")
+    return lines + [""]
 
 
 if __name__ == "__main__":

@@ -69,6 +69,23 @@ def test_reproduction_record_composes_finished_sweeps(tmp_path):
     assert "Not run:" in text and "4 agrees, 1 disagrees, 2 not run" in text
 
 
+def test_reproduction_record_adds_labelled_runs_of_a_table(tmp_path):
+    """`table5_norm@20M` is a second Table 5 section, titled with its label, counted in the summary."""
+    for folder, spikes in (("table5_norm", (50.0, 45.0)), ("table5_norm@20M", (500.0, 50.0))):
+        results = {k: {"spike": s, "sink_ratio": 0.3, "perplexity": 5.0, "tokens": 1e6}
+                   for k, s in zip(("pre", "sandwich"), spikes)}
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "results.json").write_text(json.dumps({"scale": "tiny", "variants": results}))
+    (tmp_path / "table5_norm@empty").mkdir()                                  # no results.json: ignored
+    text = reproduction(tmp_path, tmp_path / "repro.md", header="{SUMMARY}\n").read_text()
+    title = load_experiment("table5_norm").TITLE
+    assert f"## {title}\n" in text and f"## {title} (20M)\n" in text and "(empty)" not in text
+    first, second = text.split(f"## {title} (20M)")
+    assert "Sandwich norm cuts the spike (7x) | **inconclusive**" in first       # 45 vs 50: under 1.25x
+    assert "Sandwich norm cuts the spike (7x) | **agrees**" in second            # 50 vs 500
+    assert "--workdir " + str(tmp_path / "table5_norm@20M") in second
+
+
 def test_demo_prints_the_papers_claims_it_can_judge():
     from jaxsink.cli import _demo_table
     variants = {"pre": {"perplexity": 5.4, "sink_ratio": 0.03, "spike": 118.6},
