@@ -207,7 +207,8 @@ def _demo_table(result) -> str:
             rows.append(f"paper: {claim[0]}: {v} ({evidence})")
     if max(r["sink_ratio"] for r in result["variants"].values()) < SINK_FLOOR:
         rows.append(f"no variant reached a {SINK_FLOOR:.0%} sink ratio: at this scale sinks need about 15M+ tokens "
-                    "per variant (docs/tiny_recipe.md); `jaxsink demo --workdir runs/demo_20m --config.train.steps=10000` trains 20M")
+                    "per variant (docs/tiny_recipe.md); "
+                    "`jaxsink demo --workdir runs/demo_20m --config.train.steps=10000` trains 20M")
     return "\n".join(rows + [f"report: {result['report']}"])
 
 

@@ -4,7 +4,8 @@ ours beside the paper's, plus plots).
 
 Re-running skips finished variants (their `result.json` exists) and resumes an interrupted one (its
 training resumes from the last checkpoint); a variant folder that holds a run with another config (say,
-more steps) is refused before any training, so old numbers are never reported as new ones. Every variant shares the seed and therefore the data order.
+more steps) is refused before any training, so old numbers are never reported as new ones. Every variant
+shares the seed and therefore the data order.
 """
 from __future__ import annotations
 
@@ -68,20 +69,19 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
         return {"experiment": name, "scale": scale, "plan": [
             {"variant": v, "command": f"jaxsink train --config {base_name} --workdir {workdir / _safe(v)} "
                                       + " ".join(f"--config.{o}" for o in ov)} for v, ov in steps]}
-    for variant, overrides in steps:   # before any training: valid configs, and no finished run reused by mistake
-        cfg = load_config(base_name, overrides)
+    configs = {variant: load_config(base_name, overrides) for variant, overrides in steps}
+    for variant, cfg in configs.items():   # before any training: valid configs, no finished run reused by mistake
         validate(cfg)
         check_workdir_config(cfg, workdir / _safe(variant))
     results = {}
     for variant, overrides in steps:
-        vdir = workdir / _safe(variant)
+        vdir, cfg = workdir / _safe(variant), configs[variant]
         done = vdir / "result.json"
         if done.exists():
             results[variant] = json.loads(done.read_text())
             log.info("%s: done already, skipped", variant)
             continue
         log.info("%s: training (%s)", variant, " ".join(overrides))
-        cfg = load_config(base_name, overrides)
         summary = train(cfg, vdir, progress=progress, stats=training_stats(cfg))
         result = {"perplexity": summary["perplexity"], "params": summary["params"], "heldout_loss": summary["heldout_loss"],
                   "bits_per_byte": summary["bits_per_byte"], **probe_workdir_summary(vdir),
