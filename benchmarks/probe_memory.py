@@ -21,7 +21,7 @@ import numpy as np
 
 def measure(t: int, block: int, heads: int = 4, d_head: int = 32, dense: bool = True) -> dict:
     from jaxsink.model.attention import attention_probs
-    from jaxsink.probe import stats
+    from jaxsink import stats
     rng = np.random.default_rng(0)
     q = jnp.asarray(rng.normal(size=(1, t, heads, d_head)), jnp.float32)
     k = jnp.asarray(rng.normal(size=(1, t, heads, d_head)), jnp.float32)

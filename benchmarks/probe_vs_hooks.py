@@ -121,7 +121,7 @@ def jaxsink_worker(args) -> None:
     from jaxsink.data import load_corpus
     from jaxsink.importers import load_gguf
     from jaxsink.model import apply, collect
-    from jaxsink.probe import stats
+    from jaxsink import stats
     from jaxsink.probe.runner import sequences
     info = {"import_s": time.perf_counter() - t0, "threads": len(os.sched_getaffinity(0)),
             "jax_version": jax.__version__}

@@ -1,16 +1,18 @@
 """Prior-work attention variants: sigmoid without normalisation and learnable key/value biases remove
 sinks and spikes (Gu et al. 2025; Sun et al. 2024); a learnable sink logit and softmax-off-by-one give the
 heads somewhere else to put their mass (gpt-oss; Miller 2023)."""
+from jaxsink.experiments import Claim
+
 
 TITLE = "Prior work - attention normalisers and biases"
 PAPER = {}
 
 
-# prior-work claims: (text, metric, a, relation, b); judged by jaxsink.claims
+# prior-work claims: judged by jaxsink.claims
 CLAIMS = [
-    ("Sigmoid attention without normalisation has no sinks (Gu et al. 2025)", "sink_ratio", "sigmoid", "<", "softmax"),
-    ("Learnable key/value biases remove the massive activation (Sun et al. 2024)", "spike", "kv_bias", "<", "softmax"),
-    ("A learnable sink logit takes the place of sink heads (gpt-oss)", "sink_ratio", "sink_logit", "<", "softmax"),
+    Claim("Sigmoid attention without normalisation has no sinks (Gu et al. 2025)", "sink_ratio", "sigmoid", "<", "softmax"),
+    Claim("Learnable key/value biases remove the massive activation (Sun et al. 2024)", "spike", "kv_bias", "<", "softmax"),
+    Claim("A learnable sink logit takes the place of sink heads (gpt-oss)", "sink_ratio", "sink_logit", "<", "softmax"),
 ]
 
 

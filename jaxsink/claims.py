@@ -1,8 +1,8 @@
 """Does a sweep agree with the paper? Each experiment file lists its Section 4 claims as `CLAIMS`, pairwise
 comparisons of one metric between two variants; `verdict` judges one claim on our results.
 
-A claim is (text, metric, a, relation, b) with relation ">" (a above b), "<" (a below b) or "~" (a kept at
-the level of b). Rules (our choice; the paper states directions, not tolerances):
+A claim is a `jaxsink.experiments.Claim` (text, metric, a, relation, b) with relation ">" (a above b), "<"
+(a below b) or "~" (a kept at the level of b). Rules (our choice; the paper states directions, not tolerances):
 - spike and perplexity: a direction holds when the ratio passes 1.25x (perplexity: 1.05x, since the paper's
   own "unchanged" rows differ by up to 3%) the right way, fails when it passes it the wrong way, and is
   inconclusive in between; "~" holds within the same factor.
@@ -23,8 +23,8 @@ TRAINED_RATIO = 1.5
 
 
 def verdict(claim, results: dict) -> tuple[str, str]:
-    """("agrees" | "disagrees" | "inconclusive" | "not run", evidence) for one claim on {variant: row}."""
-    text, metric, a, relation, b = claim
+    """("agrees" | "disagrees" | "inconclusive" | "not run", evidence) for one `Claim` on {variant: row}."""
+    metric, a, relation, b = claim.metric, claim.a, claim.relation, claim.b
     if a not in results or b not in results:
         return "not run", f"{a if a not in results else b} was not run"
     x, y = float(results[a][metric]), float(results[b][metric])
@@ -65,5 +65,5 @@ def claim_lines(claims, results: dict) -> list[str]:
     lines = ["| paper's claim | our run | evidence |", "|---|---|---|"]
     for claim in claims:
         v, evidence = verdict(claim, results)
-        lines.append(f"| {claim[0]} | **{v}** | {evidence} |")
+        lines.append(f"| {claim.text} | **{v}** | {evidence} |")
     return lines

@@ -146,7 +146,7 @@ def cmd_eval(args, overrides):
 
 
 def cmd_probe(args, overrides):
-    from jaxsink.probe.runner import ProbeOptions, Probed, probe
+    from jaxsink.probe.runner import ProbeOptions, json_safe, probe
     model, text = _probe_source(args)
     opts = ProbeOptions(seq_len=args.seq_len, num_sequences=args.num_sequences, batch_size=args.batch_size,
                         bos=args.bos, criterion=args.criterion, vocab=args.vocab, vocab_sample=args.vocab_sample,
@@ -155,21 +155,19 @@ def cmd_probe(args, overrides):
     keys = ("source", "loss", "spike_top1", "spike_top1_over_median", "spike_position", "spike_channels",
             "step_up_blocks", "step_down_blocks", "sink_ratio", "sink1_gu", "vocab_spike_fraction",
             "interventions", "wall_seconds", "plots")
-    from jaxsink.probe.runner import json_safe
     return {"out": str(args.out), **json_safe({k: r[k] for k in keys if k in r})}
 
 
 def _probe_source(args):
     from jaxsink.data import load_corpus
-    from jaxsink.probe.runner import Probed
     if args.hf or args.gguf:
         from jaxsink.importers import load_gguf, load_hf
         model = load_hf(args.hf) if args.hf else load_gguf(args.gguf)
         return model, "\n\n".join(load_corpus(args.text or "shakespeare"))
-    model = Probed.from_workdir(args.workdir)
+    from jaxsink.train.run import load_data, load_trained, load_workdir_config
+    model = load_trained(args.workdir)
     if args.text:
         return model, "\n\n".join(load_corpus(args.text))
-    from jaxsink.train.run import load_data, load_workdir_config
     import pathlib
     _, splits = load_data(load_workdir_config(args.workdir), pathlib.Path(args.workdir))
     return model, model.tokenizer.decode(splits.heldout)
@@ -197,14 +195,14 @@ def cmd_demo(args, overrides):
 
 def _demo_table(result) -> str:
     from jaxsink.claims import SINK_FLOOR, verdict
-    from jaxsink.sweep import load_experiment
+    from jaxsink import experiments
     rows = [f"{'variant':<12} {'perplexity':>10} {'sink ratio':>10} {'spike':>8}"]
     for name, r in result["variants"].items():
         rows.append(f"{name:<12} {r['perplexity']:>10.2f} {100 * r['sink_ratio']:>9.1f}% {r['spike']:>8.1f}")
-    for claim in load_experiment("table5_norm").CLAIMS:
+    for claim in experiments.load("table5_norm").CLAIMS:
         v, evidence = verdict(claim, result["variants"])
         if v != "not run":
-            rows.append(f"paper: {claim[0]}: {v} ({evidence})")
+            rows.append(f"paper: {claim.text}: {v} ({evidence})")
     if max(r["sink_ratio"] for r in result["variants"].values()) < SINK_FLOOR:
         rows.append(f"no variant reached a {SINK_FLOOR:.0%} sink ratio: at this scale sinks need about 15M+ tokens "
                     "per variant (docs/tiny_recipe.md); "

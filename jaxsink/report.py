@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+from jaxsink import experiments
 from jaxsink.claims import claim_lines, verdict
 from jaxsink.probe import plots
 from jaxsink.train.metrics import read_metrics
@@ -36,7 +37,8 @@ def table_lines(results: dict, experiment) -> list[str]:
         ours = (f"| {variant} | {r['perplexity']:.2f} | {100 * r['sink_ratio']:.1f}% | {r['spike']:.1f} | "
                 f"{r.get('spike_top1_over_median') or 0:.0f} | {r.get('spike_position', '')} | "
                 f"{(r.get('params') or 0) / 1e6:.2f}M | {r['tokens'] / 1e6:.1f}M |")
-        lines.append(ours + (f" {paper[0]} | {paper[1]}% | {paper[2]} |" if paper else " - | - | - |"))
+        lines.append(ours + (f" {paper.perplexity} | {paper.sink_ratio_percent}% | {paper.spike} |" if paper
+                             else " - | - | - |"))
     return lines + ["", "Sink ratio: the paper's Eq. 28 (eps 0.3, T = 64, held-out text). Spike: top-1 |h| of the "
                     "residual stream over all blocks (mean over sequences). Paper numbers are 7B models after 100B "
                     "tokens: compare directions, not magnitudes. Claims are judged by `jaxsink.claims`."]
@@ -65,11 +67,10 @@ def reproduction(root, out, header: str = "") -> pathlib.Path:
     table ours beside the paper's, every claim judged, the sweep's plots copied next to `out`. A folder
     `EXPERIMENT@LABEL` (say `table5_norm@20M`: the same table trained longer) is one more section for that
     table, titled with its label, and its claims count in the summary too."""
-    from jaxsink.sweep import experiments, load_experiment
     root, out = pathlib.Path(root), pathlib.Path(out)
     lines, tally = [header] if header else [], {}
-    for name in experiments():
-        exp = load_experiment(name)
+    for name in experiments.names():
+        exp = experiments.load(name)
         folders = [root / name, *sorted(p for p in root.glob(f"{name}@*") if (p / "results.json").exists())]
         for folder in folders:
             lines += _reproduction_section(exp, name, folder, out, tally)

@@ -9,13 +9,17 @@ shares the seed and therefore the data order.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import pathlib
-import pkgutil
 
-from jaxsink.config import ConfigError, load_config, to_dict
+from jaxsink import experiments
+from jaxsink.config import ConfigError, load_config, to_dict, validate
+from jaxsink.probe.runner import probe_workdir_summary
+from jaxsink.report import write_report
+from jaxsink.train.loop import train
+from jaxsink.train.run import check_workdir_config
+from jaxsink.train.stats import training_stats
 
 log = logging.getLogger("jaxsink")
 
@@ -24,22 +28,11 @@ BASES = {"tiny": ("tiny_sinks", []), "small": ("small", []), "paper": ("paper_7b
 STATS_EVERY = {"tiny": 100, "small": 500, "paper": 1000}
 
 
-def experiments() -> list[str]:
-    import jaxsink.experiments as pkg
-    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__))
-
-
-def load_experiment(name: str):
-    if name not in experiments():
-        raise ConfigError(f"unknown experiment {name!r}; choose from {experiments()}")
-    return importlib.import_module(f"jaxsink.experiments.{name}")
-
-
 def plan(name: str, scale: str, only=None, extra=()) -> list[tuple[str, list[str]]]:
     """[(variant, overrides)] in the experiment's order; `only` selects a subset by name."""
     if scale not in BASES:
         raise ConfigError(f"--scale {scale!r}: choose from {sorted(BASES)}")
-    exp = load_experiment(name)
+    exp = experiments.load(name)
     base_name, base_overrides = BASES[scale]
     base = load_config(base_name, [*base_overrides, *extra])    # variants scale from what will really run
     variants = exp.variants(scale, base)
@@ -57,11 +50,6 @@ def plan(name: str, scale: str, only=None, extra=()) -> list[tuple[str, list[str
 
 
 def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, extra=(), progress: bool = True):
-    from jaxsink.config import validate
-    from jaxsink.probe.runner import probe_workdir_summary
-    from jaxsink.train.loop import train
-    from jaxsink.train.run import check_workdir_config
-    from jaxsink.train.stats import training_stats
     workdir = pathlib.Path(workdir)
     steps = plan(name, scale, only, extra)
     base_name = BASES[scale][0]
@@ -89,8 +77,7 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
                   "config_overrides": overrides, "config": to_dict(cfg)}
         done.write_text(json.dumps(result, indent=2))
         results[variant] = result
-    from jaxsink.report import write_report
-    write_report(workdir, name, scale, results, load_experiment(name))
+    write_report(workdir, name, scale, results, experiments.load(name))
     return {"experiment": name, "scale": scale, "workdir": str(workdir),
             "report": str(workdir / "report.md"), "variants": {
                 k: {m: v[m] for m in ("perplexity", "sink_ratio", "spike")} for k, v in results.items()}}

@@ -3,9 +3,11 @@ import json
 
 import pytest
 
+from jaxsink import experiments
 from jaxsink.claims import claim_lines, verdict
+from jaxsink.experiments import Claim
 from jaxsink.report import reproduction
-from jaxsink.sweep import experiments, load_experiment, plan
+from jaxsink.sweep import plan
 
 
 def rows(**values):
@@ -18,7 +20,7 @@ def rows(**values):
     ((3000.0, 0.4, 5.0), (1000.0, 0.4, 5.0), "disagrees"),
 ])
 def test_spike_direction(a, b, expected):
-    assert verdict(("cut", "spike", "a", "<", "b"), rows(a=a, b=b))[0] == expected
+    assert verdict(Claim("cut", "spike", "a", "<", "b"), rows(a=a, b=b))[0] == expected
 
 
 @pytest.mark.parametrize("x, y, relation, expected", [
@@ -33,26 +35,26 @@ def test_spike_direction(a, b, expected):
     (0.02, 0.01, "~", "inconclusive"),    # nothing to keep
 ])
 def test_sink_rules(x, y, relation, expected):
-    assert verdict(("s", "sink_ratio", "a", relation, "b"), rows(a=(1, x, 5), b=(1, y, 5)))[0] == expected
+    assert verdict(Claim("s", "sink_ratio", "a", relation, "b"), rows(a=(1, x, 5), b=(1, y, 5)))[0] == expected
 
 
 def test_a_run_that_did_not_train_is_inconclusive():
-    assert verdict(("cut", "spike", "a", "<", "b"), rows(a=(10.0, 0.0, 27.0), b=(100.0, 0.0, 6.7)))[0] == "inconclusive"
-    assert verdict(("same", "perplexity", "a", "~", "b"), rows(a=(1, 0, 27.0), b=(1, 0, 6.7)))[0] == "disagrees"
-    assert verdict(("same", "perplexity", "a", "~", "b"), rows(a=(1, 0, 6.9), b=(1, 0, 6.7)))[0] == "agrees"
+    assert verdict(Claim("cut", "spike", "a", "<", "b"), rows(a=(10.0, 0.0, 27.0), b=(100.0, 0.0, 6.7)))[0] == "inconclusive"
+    assert verdict(Claim("same", "perplexity", "a", "~", "b"), rows(a=(1, 0, 27.0), b=(1, 0, 6.7)))[0] == "disagrees"
+    assert verdict(Claim("same", "perplexity", "a", "~", "b"), rows(a=(1, 0, 6.9), b=(1, 0, 6.7)))[0] == "agrees"
 
 
 def test_missing_variant_is_not_run_and_lines_render():
-    claim = ("cut", "spike", "a", "<", "b")
+    claim = Claim("cut", "spike", "a", "<", "b")
     assert verdict(claim, rows(a=(1, 0, 5)))[0] == "not run"
     lines = claim_lines([claim], rows(a=(1.0, 0.0, 5.0), b=(9.0, 0.0, 5.0)))
     assert "**agrees**" in lines[-1] and "a 1.0 vs b 9.0" in lines[-1]
 
 
-@pytest.mark.parametrize("name", experiments())
+@pytest.mark.parametrize("name", experiments.names())
 def test_claims_name_real_variants(name):
     names = {v for v, _ in plan(name, "tiny")}
-    for text, metric, a, relation, b in load_experiment(name).CLAIMS:
+    for text, metric, a, relation, b in experiments.load(name).CLAIMS:
         assert a in names and b in names and relation in "<>~" and metric in ("spike", "sink_ratio", "perplexity")
 
 
@@ -78,7 +80,7 @@ def test_reproduction_record_adds_labelled_runs_of_a_table(tmp_path):
         (tmp_path / folder / "results.json").write_text(json.dumps({"scale": "tiny", "variants": results}))
     (tmp_path / "table5_norm@empty").mkdir()                                  # no results.json: ignored
     text = reproduction(tmp_path, tmp_path / "repro.md", header="{SUMMARY}\n").read_text()
-    title = load_experiment("table5_norm").TITLE
+    title = experiments.load("table5_norm").TITLE
     assert f"## {title}\n" in text and f"## {title} (20M)\n" in text and "(empty)" not in text
     first, second = text.split(f"## {title} (20M)")
     assert "Sandwich norm cuts the spike (7x) | **inconclusive**" in first       # 45 vs 50: under 1.25x

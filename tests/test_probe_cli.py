@@ -6,11 +6,13 @@ import jax
 import numpy as np
 import pytest
 
+from jaxsink import stats
 from jaxsink.cli import main
 from jaxsink.config import load_config
 from jaxsink.probe import runner
 from jaxsink.train.loop import train
 from jaxsink.train.metrics import read_metrics
+from jaxsink.train.run import load_trained
 from jaxsink.train.stats import training_stats
 
 OVERRIDES = ["model.d_model=32", "model.d_head=8", "model.d_ff=64", "train.seq_len=32", "train.batch_size=8",
@@ -53,10 +55,10 @@ def test_probe_cli_writes_schema_and_plots(trained, capsys):
 
 
 def test_blockwise_attention_statistics_equal_dense(trained, monkeypatch):
-    model = runner.Probed.from_workdir(trained / "run")
+    model = load_trained(trained / "run")
     seqs = np.asarray(np.random.default_rng(0).integers(0, 256, size=(4, 40)), np.int32)
     opts = runner.ProbeOptions(seq_len=40, batch_size=4)
-    crit = runner.stats.SpikeCriterion.relative()
+    crit = stats.SpikeCriterion.relative()
     dense = runner._run_pass1(model, seqs, opts, crit)["heads"]
     monkeypatch.setattr(runner, "DENSE_LIMIT", 8)
     monkeypatch.setattr(runner, "QUERY_BLOCK", 16)          # 40 = 16 + 16 + a partial block

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsink.probe import stats
+from jaxsink import stats
 
 
 def explicit_u(w_gate, w_up, w_down, k):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxsink.probe import stats
+from jaxsink import stats
 
 
 def causal_probs(b, h, t, rng, sink_heads=(), extra_slot=False):
@@ -315,7 +315,7 @@ def test_host_calls_return_numpy_and_traced_calls_compose():
 def test_sort_free_median_equals_numpy(n):
     """The bisection median (used instead of jnp.median's slow CPU sort) is exact: odd and even lengths,
     repeated values, zeros, inf and NaN, on fresh random heavy-tailed inputs."""
-    from jaxsink.probe.activations import nonnegative_median
+    from jaxsink.stats.activations import nonnegative_median
     rng = np.random.default_rng(n)
     a = np.abs(rng.standard_cauchy(size=(6, n))).astype(np.float32)
     a[1] = a[1, 0]                                  # all equal

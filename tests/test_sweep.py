@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from jaxsink import experiments
 from jaxsink.config import ConfigError
-from jaxsink.sweep import experiments, plan, sweep
+from jaxsink.sweep import plan, sweep
 
 SMALL = ["model.d_model=32", "model.d_ff=64", "train.steps=3", "train.seq_len=32", "train.batch_size=4",
          "train.log_every=1", "train.checkpoint_every=3", "train.eval_sequences=4", "train.warmup_steps=1",
@@ -20,13 +21,13 @@ def corpus(tmp_path_factory):
 
 
 @pytest.mark.parametrize("scale", ["tiny", "small", "paper"])
-@pytest.mark.parametrize("name", experiments())
+@pytest.mark.parametrize("name", experiments.names())
 def test_every_variant_is_a_valid_config(name, scale):
     steps = plan(name, scale)
     assert len(steps) >= 4 and len({v for v, _ in steps}) == len(steps)
 
 
-@pytest.mark.parametrize("name", experiments())
+@pytest.mark.parametrize("name", experiments.names())
 def test_experiment_runs_at_tiny_scale(name, corpus, tmp_path):
     first_two = [v for v, _ in plan(name, "tiny")][:1]   # one variant each keeps CI short; all are validated above
     extra = [o.format(corpus=corpus) for o in SMALL]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxsink.importers.hf import CheckpointImportError, HFTokenizer, assemble, spec_from_config
+from jaxsink.model.loaded import LoadedModel
 
 _MISSING = object()
 _TOP = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
@@ -120,10 +121,9 @@ def _open(path: pathlib.Path):
 
 
 def load_gguf(path, dtype: str = "float32"):
-    """A `Probed` from a llama-architecture GGUF file (weights dequantized to float32, then cast to `dtype`)."""
+    """A `LoadedModel` from a llama-architecture GGUF file (weights dequantized to float32, then cast to `dtype`)."""
     from gguf.quants import dequantize
 
-    from jaxsink.probe.runner import Probed   # imported here: the probe may import the importers
     path = pathlib.Path(path)
     reader = _open(path)
     meta = _Metadata(reader, str(path))
@@ -142,4 +142,4 @@ def load_gguf(path, dtype: str = "float32"):
             yield name, unpermute(w, n_heads) if n_heads else w
 
     graphdef, params = assemble(spec, shapes, read, str(path))
-    return Probed(graphdef, params, spec, tokenizer, bos, f"gguf:{path}")
+    return LoadedModel(graphdef, params, spec, tokenizer, bos, f"gguf:{path}")

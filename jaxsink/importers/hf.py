@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from jaxsink.model import ModelSpec, abstract_model
+from jaxsink.model.loaded import LoadedModel
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "olmo2")
 DTYPES = ("float32", "bfloat16")
@@ -261,7 +262,7 @@ def _header(file: pathlib.Path) -> list[tuple[str, tuple]]:
 
 class HFTokenizer:
     """A `tokenizers.Tokenizer` behind jaxsink's tokenizer interface. `encode` adds no special tokens: the
-    probe puts BOS in front itself when the model's convention (`Probed.bos`) asks for it."""
+    probe puts BOS in front itself when the model's convention (`LoadedModel.bos`) asks for it."""
     kind = "hf"
 
     def __init__(self, tok, bos_id: int | None, vocab_size: int):
@@ -301,15 +302,14 @@ def _hf_tokenizer(directory: pathlib.Path, cfg: dict, spec: ModelSpec) -> tuple[
 # ------------------------------------------------------------------ entry point
 
 def load_hf(path, dtype: str = "float32"):
-    """A `Probed` from an HF checkpoint folder (config.json, tokenizer.json, model.safetensors or shards).
+    """A `LoadedModel` from an HF checkpoint folder (config.json, tokenizer.json, model.safetensors or shards).
 
     `dtype` ("float32" or "bfloat16") is both the stored parameter dtype and the compute dtype.
     """
-    from jaxsink.probe.runner import Probed   # imported here: the probe may import the importers
     directory = pathlib.Path(path)
     cfg = _read_json(directory / "config.json")
     spec = spec_from_config(cfg, str(directory / "config.json"), dtype)
     shapes, read = safetensors_index(directory)
     tokenizer, bos = _hf_tokenizer(directory, cfg, spec)
     graphdef, params = assemble(spec, shapes, read, str(directory))
-    return Probed(graphdef, params, spec, tokenizer, bos, f"hf:{directory}")
+    return LoadedModel(graphdef, params, spec, tokenizer, bos, f"hf:{directory}")

@@ -1,3 +1,1 @@
-"""Spike and sink statistics (pure functions, re-exported from `stats`), the probe pipeline and its plots."""
-from jaxsink.probe.stats import *  # noqa: F401,F403
-from jaxsink.probe.stats import __all__  # noqa: F401
+"""`jaxsink probe`: the paper's analyses of one loaded model on real text, and their plots."""

@@ -20,30 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxsink import stats
+from jaxsink.data import DataError
 from jaxsink.model import ModelSpec, apply, collect
-from jaxsink.probe import plots, stats
+from jaxsink.model.loaded import LoadedModel
+from jaxsink.probe import plots
+from jaxsink.train.run import load_data, load_trained, load_workdir_config
 
 log = logging.getLogger("jaxsink")
 DENSE_LIMIT = 1024        # longer sequences get their attention statistics in query blocks
 QUERY_BLOCK = 256
-
-
-@dataclasses.dataclass
-class Probed:
-    """Anything the probe can analyse: the one jaxsink model plus its tokenizer."""
-    graphdef: object
-    params: dict
-    spec: ModelSpec
-    tokenizer: object
-    bos: bool          # whether the model's sequences start with BOS (its tokenizer's convention)
-    source: str
-
-    @classmethod
-    def from_workdir(cls, workdir) -> "Probed":
-        from jaxsink.train.run import Run, load_workdir_config
-        run = Run.create(load_workdir_config(workdir), workdir, devices=jax.devices()[:1])
-        params, step = run.restore_params()
-        return cls(run.graphdef, params, run.spec, run.tokenizer, True, f"{workdir} (step {step})")
 
 
 @dataclasses.dataclass
@@ -64,7 +50,6 @@ class ProbeOptions:
 
 def sequences(tokenizer, text: str, seq_len: int, num: int, bos: bool) -> np.ndarray:
     """Consecutive non-overlapping chunks; with BOS each chunk holds seq_len-1 text tokens after BOS."""
-    from jaxsink.data import DataError
     ids = np.asarray(tokenizer.encode(text), np.int32)
     body = seq_len - 1 if bos else seq_len
     n = min(len(ids) // body, num)
@@ -83,7 +68,7 @@ def _attention_blocks(spec: ModelSpec) -> list[int]:
     return [i for i in range(1, spec.n_blocks + 1) if i % 2 == 1 or spec.ffn == "attention"]
 
 
-def _pass1(model: Probed, opts: ProbeOptions, criterion: stats.SpikeCriterion):
+def _pass1(model: LoadedModel, opts: ProbeOptions, criterion: stats.SpikeCriterion):
     spec = model.spec
     dense = opts.seq_len <= DENSE_LIMIT
     capture = ("residual", "block_out", "normed_input", "attn_probs" if dense else "qkv")
@@ -140,7 +125,7 @@ def _gather(results):
 
 # ------------------------------------------------------------------ the probe
 
-def probe(model: Probed, text: str, out_dir, opts: ProbeOptions = ProbeOptions()) -> dict:
+def probe(model: LoadedModel, text: str, out_dir, opts: ProbeOptions = ProbeOptions()) -> dict:
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -343,7 +328,7 @@ def _mechanism(model, result) -> dict:
 
 # ------------------------------------------------------------------ vocabulary probe (paper Table 2)
 
-def vocab_probe(model: Probed, seqs, criterion, opts) -> dict:
+def vocab_probe(model: LoadedModel, seqs, criterion, opts) -> dict:
     """Fraction of the vocabulary that becomes a spike token at position 0, and at a later position:
     every id v is placed at position 0 of [v, context...] and at position p of [context[:p], v]; v is a
     spike token there if any block's residual at that position is massive (the probe's criterion)."""
@@ -376,7 +361,7 @@ def vocab_probe(model: Probed, seqs, criterion, opts) -> dict:
 
 # ------------------------------------------------------------------ interventions
 
-def interventions(model: Probed, seqs, result, p1, opts) -> dict:
+def interventions(model: LoadedModel, seqs, result, p1, opts) -> dict:
     """Loss changes under Sun et al.'s zero/mean ablation of the spike channels at the step-up block(s),
     hiding the sink position from sink heads (vs as many non-sink heads), and StreamingLLM window attention
     with and without the first tokens kept."""
@@ -491,8 +476,7 @@ def json_safe(x):
 
 def probe_workdir_summary(workdir, **kw) -> dict:
     """What a sweep row needs: the probe of a trained workdir on its held-out text at T = 64."""
-    model = Probed.from_workdir(workdir)
-    from jaxsink.train.run import load_data, load_workdir_config
+    model = load_trained(workdir)
     _, splits = load_data(load_workdir_config(workdir), pathlib.Path(workdir))
     text = model.tokenizer.decode(splits.heldout)
     opts = ProbeOptions(vocab=False, interventions=False, progress=False, **kw)

@@ -15,7 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxsink.probe.activations import host_unless_traced, probe_jit
+from jaxsink.stats.activations import host_unless_traced, probe_jit
 
 
 # ------------------------------------------------------------------ what the sink statistics read

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxsink.probe.activations import off_diagonal_mean, pairwise_cosines, probe_jit
+from jaxsink.stats.activations import off_diagonal_mean, pairwise_cosines, probe_jit
 
 
 def _f32(w):

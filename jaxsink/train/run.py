@@ -27,6 +27,7 @@ from jaxsink import sharding
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxsink.model import ModelSpec, abstract_model, build, map_variables, split
+from jaxsink.model.loaded import LoadedModel
 from jaxsink.data.tokenizer import describe_fingerprint, same_tokenizer
 from jaxsink.train.checkpoint import CheckpointMismatch, CheckpointStore
 from jaxsink.train.optim import make_optimizer
@@ -294,6 +295,13 @@ def load_workdir_config(workdir) -> object:
         return config_lib.from_dict(json.loads(path.read_text()))
     except json.JSONDecodeError as e:
         raise RunError(f"{path} is not valid JSON ({e.msg})") from None
+
+
+def load_trained(workdir) -> LoadedModel:
+    """The latest good checkpoint of a training workdir as a `LoadedModel` (on the first device)."""
+    run = Run.create(load_workdir_config(workdir), workdir, devices=jax.devices()[:1])
+    params, step = run.restore_params()
+    return LoadedModel(run.graphdef, params, run.spec, run.tokenizer, True, f"{workdir} (step {step})")
 
 
 def bits_per_byte(nll_sum: float, tokens: float, splits: data_lib.TokenSplits) -> float:

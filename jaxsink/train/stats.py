@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxsink.model import collect
-from jaxsink.probe import stats
+from jaxsink import stats
 
 CAPTURE = ("residual", "attn_probs")
 
