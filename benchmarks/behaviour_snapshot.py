@@ -62,10 +62,15 @@ def record(out: pathlib.Path) -> None:
 
 
 def _outputs(out: pathlib.Path) -> dict:
+    """The compared outputs of a recorded folder: wall-clock fields dropped, the folder's own path in
+    `source` replaced by OUT."""
     rows = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines() if line]
-    return {"metrics": _strip(rows),
-            "probe_workdir": _strip(json.loads((out / "probe_workdir" / "probe.json").read_text())),
-            "probe_smollm2": _strip(json.loads((out / "probe_smollm2" / "probe.json").read_text()))}
+    probes = {}
+    for name in ("probe_workdir", "probe_smollm2"):
+        probe = _strip(json.loads((out / name / "probe.json").read_text()))
+        probe["source"] = probe["source"].replace(str(out), "OUT")
+        probes[name] = probe
+    return {"metrics": _strip(rows), **probes}
 
 
 def diff(a, b, path="") -> list[str]:
@@ -89,10 +94,9 @@ def compare(baseline: pathlib.Path, new: pathlib.Path | None = None) -> int:
     if new is None:
         new = pathlib.Path(tempfile.mkdtemp(prefix="jaxsink_snapshot_"))
         record(new)
-    bad = 0
+    bad, old_outputs = 0, _outputs(baseline)
     for name, data in _outputs(new).items():
-        old = json.loads((baseline / f"{name}.json").read_text())
-        lines = diff(old, data)
+        lines = diff(old_outputs[name], data)
         print(f"{name}: {'identical' if not lines else f'{len(lines)} differences'}")
         for line in lines[:40]:
             print("   ", line)

@@ -9,6 +9,7 @@ import pytest
 import reference_numpy as ref
 from variants import VARIANTS, flat, spec
 from jaxsink.model import apply, build, collect, split
+from jaxsink.model.interventions import FirstKeyMask, Interventions, ResidualEdit
 
 
 def random_params(params: dict, seed: int) -> dict:
@@ -95,11 +96,11 @@ def test_residual_edit_sets_values_and_empty_edit_changes_nothing():
     tokens = jnp.asarray(np.random.default_rng(1).integers(0, s.vocab_size, size=(2, 9)))
     base, inter = apply(graphdef, params, tokens, capture=("residual",))
     mask = np.zeros((1, 9, s.d_model), bool)
-    same, _ = apply(graphdef, params, tokens, interventions={"residual_edits": {2: (mask, 0.0)}})
+    same, _ = apply(graphdef, params, tokens, interventions=Interventions(residual_edits=(ResidualEdit(2, mask, 0.0),)))
     np.testing.assert_array_equal(np.asarray(base), np.asarray(same))
     mask[0, 0, [3, 5]] = True
     edited, inter2 = apply(graphdef, params, tokens, capture=("residual",),
-                           interventions={"residual_edits": {2: (mask, 7.5)}})
+                           interventions=Interventions(residual_edits=(ResidualEdit(2, mask, 7.5),)))
     r1, r2 = collect(inter, s.n_blocks)["residual"], collect(inter2, s.n_blocks)["residual"]
     np.testing.assert_array_equal(np.asarray(r2[2])[:, 0, [3, 5]], 7.5)
     np.testing.assert_array_equal(np.asarray(r2[2])[:, 1:], np.asarray(r1[2])[:, 1:])
@@ -110,15 +111,15 @@ def test_residual_edit_sets_values_and_empty_edit_changes_nothing():
 def test_streaming_window_equals_sliding_window_config():
     s, graphdef, params = _model()
     tokens = jnp.asarray(np.random.default_rng(2).integers(0, s.vocab_size, size=(1, 12)))
-    windowed, _ = apply(graphdef, params, tokens, interventions={"attention": {"window": 3}})
+    windowed, _ = apply(graphdef, params, tokens, interventions=Interventions(window=3))
     s3 = spec("baseline", sliding_window=3)
     graphdef3, _ = split(build(s3))
     np.testing.assert_allclose(np.asarray(windowed), np.asarray(apply(graphdef3, params, tokens)[0]), rtol=1e-5, atol=1e-5)
     full, _ = apply(graphdef, params, tokens)
-    wide, _ = apply(graphdef, params, tokens, interventions={"attention": {"window": 12}})
+    wide, _ = apply(graphdef, params, tokens, interventions=Interventions(window=12))
     np.testing.assert_allclose(np.asarray(full), np.asarray(wide), rtol=1e-5, atol=1e-5)
     _, inter = apply(graphdef, params, tokens, capture=("attn_probs",),
-                     interventions={"attention": {"window": 3, "keep_first": 2}})
+                     interventions=Interventions(window=3, keep_first=2))
     probs = np.asarray(collect(inter, s.n_blocks)["attn_probs"][1])[0, 0]
     visible = probs > 0
     assert visible[11, 0] and visible[11, 1] and visible[11, 10] and not visible[11, 5]
@@ -129,7 +130,7 @@ def test_drop_first_key_hides_the_sink_from_chosen_heads():
     tokens = jnp.asarray(np.random.default_rng(3).integers(0, s.vocab_size, size=(1, 8)))
     heads = np.array([True, False, True, False])
     _, inter = apply(graphdef, params, tokens, capture=("attn_probs",),
-                     interventions={"attention": {"drop_first_key": {3: heads}}})
+                     interventions=Interventions(drop_first_key=(FirstKeyMask(3, heads),)))
     probs = collect(inter, s.n_blocks)["attn_probs"]
     p3 = np.asarray(probs[3])[0]
     assert np.all(p3[heads][:, 1:, 0] == 0) and np.all(p3[~heads][:, 1:, 0] > 0)

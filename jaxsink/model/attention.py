@@ -126,16 +126,15 @@ class Attention(nnx.Module):
         nobody captures the probabilities and no intervention edits the mask."""
         spec = self.spec
         return (ctx["fused"] and spec.attention == "softmax" and spec.position != "alibi"
-                and not ctx["attention_override"])
+                and not ctx["interventions"].edits_attention)
 
     def _explicit(self, q, k, v, pos, ctx):
-        spec, over = self.spec, ctx["attention_override"]
+        spec, edits = self.spec, ctx["interventions"]
         probs, extra = attention_probs(
-            q, k, kind=spec.attention, q_pos=pos, k_pos=pos, window=over.get("window", spec.sliding_window),
-            keep_first=over.get("keep_first", 0),
-            alibi=alibi_slopes(spec.n_heads) if spec.position == "alibi" else None,
+            q, k, kind=spec.attention, q_pos=pos, k_pos=pos, window=edits.attention_window(spec.sliding_window),
+            keep_first=edits.keep_first, alibi=alibi_slopes(spec.n_heads) if spec.position == "alibi" else None,
             extra_logit=self._extra_logit(q), sigmoid_bias=spec.sigmoid_bias,
-            drop_first_key=over.get("drop_first_key", {}).get(ctx["block"]))
+            drop_first_key=edits.dropped_first_key(ctx["block"]))
         self.sow(AttnProbs, "attn_probs", probs)
         return self._mix_values(probs, extra, v)
 

@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxsink.model.attention import Attention
 from jaxsink.model.capture import BlockOutput, NormedInput, Residual, capture_types
+from jaxsink.model.interventions import NO_INTERVENTIONS, Interventions
 from jaxsink.model.layers import GeluMLP, LinearFFN, Norm, SwiGLU, param
 from jaxsink.model.spec import ModelSpec
 
@@ -50,9 +51,7 @@ class Block(nnx.Module):
             if self.placement in ("sandwich", "sandwich_qk"):
                 f = self.norm_out(f)
             new = h + f
-        if self.index in ctx["residual_edits"]:
-            mask, value = ctx["residual_edits"][self.index]
-            new = jnp.where(mask, jnp.asarray(value, new.dtype), new)
+        new = ctx["interventions"].edit_residual(self.index, new)   # probes' residual edits (Sun et al.)
         self.sow(BlockOutput, "block_out", f)
         self.sow(Residual, "residual", new)
         return new
@@ -73,25 +72,24 @@ class Transformer(nnx.Module):
         if not spec.tie_embeddings:
             self.head = param(rngs, (d, v), ("embed", "vocab"), spec.init_std)
 
-    def __call__(self, tokens, interventions=None, fused: bool = False, plain: bool = False):
+    def __call__(self, tokens, interventions: Interventions | None = None, fused: bool = False,
+                 layer_transforms: bool = False):
         """Logits [B, T, V]. `interventions` (probes only; see `forward`) edit the computation.
 
-        `plain`: nothing is captured or edited, so `spec.remat` / `spec.scan_layers` may apply (a sow inside
-        `jax.checkpoint` or `lax.scan` could not leave it); otherwise the layers run one by one, unchanged.
+        `layer_transforms`: nothing is captured or edited, so `spec.remat` / `spec.scan_layers` may apply (a
+        sow inside `jax.checkpoint` or `lax.scan` could not leave it); otherwise the layers run one by one.
         """
         spec = self.spec
-        interventions = interventions or {}
+        interventions = interventions or NO_INTERVENTIONS
         t = tokens.shape[1]
         positions = jnp.arange(t)
         tok = jnp.take(self.embed[...], tokens, axis=0)
         h = tok + self.pos_embed[...][:t][None] if spec.position == "learned" else tok
         h = h.astype(spec.compute_dtype)
         self.sow(Residual, "embedding", h)
-        ctx = {"positions": positions, "token_embedding": tok,
-               "residual_edits": interventions.get("residual_edits", {}),
-               "attention_override": interventions.get("attention", {}),
+        ctx = {"positions": positions, "token_embedding": tok, "interventions": interventions,
                "fused": fused and spec.fused_attention}
-        if plain and (spec.scan_layers or spec.remat != "none"):
+        if layer_transforms and (spec.scan_layers or spec.remat != "none"):
             h = self._run_layers(h, ctx)
         else:
             for block in self.blocks:
@@ -133,16 +131,14 @@ def forward(model: Transformer, tokens, capture=(), interventions=None):
     """Logits and the requested intermediates (names from `capture.CAPTURE_TYPES`).
 
     Always runs under `nnx.capture`, so `sow` never falls back to the deprecated attribute storage.
-    `interventions` (for probes): {"residual_edits": {block: (mask, value)}} overwrites the residual stream
-    after a block where mask is True (Sun et al.'s zero/mean ablation of spike channels);
-    {"attention": {"window": W, "keep_first": k}} applies StreamingLLM window attention in every attention
-    block; {"attention": {"drop_first_key": {block: bool[H]}}} hides the sink position from chosen heads.
-    Returns (logits, State | None).
+    `interventions` (for probes): an `Interventions` (residual edits, window attention, hidden sink keys;
+    see `interventions.py`). Returns (logits, State | None).
     """
     types = capture_types(capture)
     fused = "attn_probs" not in capture          # the fused kernel never materialises probabilities
     if not types:
-        return nnx.capture(model)(tokens, interventions, fused, not interventions), None
+        untouched = interventions is None or interventions.empty
+        return nnx.capture(model)(tokens, interventions, fused, untouched), None
     logits, *states = nnx.capture(model, *types)(tokens, interventions, fused)
     return logits, nnx.merge_state(*states) if len(states) > 1 else states[0]
 
