@@ -92,3 +92,22 @@ def nll(logits, tokens):
     """Mean next-token negative log-likelihood per sequence (positions 0..T-2 predict 1..T-1)."""
     logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), -1)
     return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0], axis=-1)
+
+
+def sites(graphdef, params, tokens) -> list[intercept.Site]:
+    """The linear layers in execution order (found by an abstract trace: no compute)."""
+    found = []
+
+    def hook(site, x, w, dot):
+        found.append(site)
+        return dot(x, w), None
+    jax.eval_shape(lambda p, t: intercept.run(plain_forward(graphdef), p, t, hook=hook)[0], params, tokens)
+    return found
+
+
+def observe(graphdef, params, tokens, record):
+    """[record(site, x, y) for every linear layer] of one unmodified forward (x: input, y: output)."""
+    def hook(site, x, w, dot):
+        y = dot(x, w)
+        return y, record(site, x, y)
+    return intercept.run(plain_forward(graphdef), params, tokens, hook=hook)[1]
