@@ -1,0 +1,73 @@
+"""KV-cache decoding: exact with a budget >= T, planted checks of which tokens each policy keeps, and
+StreamingLLM's re-assigned positions."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from test_model import random_params
+from variants import spec
+from jaxsink.impact import kvcache
+from jaxsink.impact.kvcache import CacheError, CachePolicy
+from jaxsink.model import apply, build, split
+
+
+def _model(name="baseline", **extra):
+    s = spec(name, **extra)
+    graphdef, params = split(build(s, seed=1))
+    return s, graphdef, random_params(params, seed=5)
+
+
+@pytest.mark.parametrize("name,policy", [
+    ("baseline", CachePolicy("full", 9)), ("sandwich_qk", CachePolicy("window", 9)),
+    ("gqa", CachePolicy("streaming", 12, sinks=4)), ("kv_bias", CachePolicy("h2o", 9, recent=2)),
+    ("gate_static_position", CachePolicy("h2o", 10, recent=3)), ("alibi", CachePolicy("streaming", 9, sinks=1))])
+def test_budget_at_least_length_equals_full_forward(name, policy):
+    s, graphdef, params = _model(name)
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, s.vocab_size, (2, 9)))
+    want = np.asarray(apply(graphdef, params, tokens)[0])
+    got = np.asarray(jax.jit(lambda p, t: kvcache.decode(graphdef, p, t, policy))(params, tokens))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_kept_tokens_planted():
+    s, graphdef, params = _model()
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, s.vocab_size, (1, 11)))
+    kept = lambda pol: np.sort(np.asarray(kvcache.kept_tokens(graphdef, params, tokens, pol)), -1)  # noqa: E731
+    assert (kept(CachePolicy("window", 4)) == [7, 8, 9, 10]).all()
+    assert (kept(CachePolicy("streaming", 5, sinks=2)) == [0, 1, 8, 9, 10]).all()
+    h2o = kept(CachePolicy("h2o", 5, recent=2))[0]
+    assert h2o.shape == (s.n_layers, 5) and (h2o[:, -2:] == [9, 10]).all() and (h2o >= 0).all()
+
+
+def test_h2o_evicts_least_attended_outside_recent():
+    idx = jnp.asarray([0, 1, 2, 3, 4, -1])
+    score = jnp.asarray([5.0, 0.1, 3.0, 0.05, 9.0, 0.0])
+    policy = CachePolicy("h2o", 6, recent=2)
+    assert int(jnp.argmin(kvcache._priority(policy, idx, score, 5))) == 5          # the empty slot first
+    full = idx.at[5].set(5)
+    # recent = {4, 5} protected although 4 has the largest score... slot 3 (score 0.05) goes
+    assert int(jnp.argmin(kvcache._priority(policy, full, score, 6))) == 3
+    assert int(jnp.argmin(kvcache._priority(CachePolicy("streaming", 6, sinks=2), full, score, 6))) == 2
+
+
+def test_streaming_positions_are_reassigned():
+    """One layer: K/V depend on the token only, so decoding with sinks=1, budget=4 ends exactly like a full
+    forward over [t0, t_{T-3}, t_{T-2}, t_{T-1}] (positions 0..3 inside the cache, keys rotated by them)."""
+    s, graphdef, params = _model(n_layers=1)
+    tokens = np.random.default_rng(2).integers(0, s.vocab_size, (2, 10))
+    got = np.asarray(kvcache.decode(graphdef, params, jnp.asarray(tokens), CachePolicy("streaming", 4, sinks=1)))
+    squeezed = np.concatenate([tokens[:, :1], tokens[:, -3:]], axis=1)
+    want = np.asarray(apply(graphdef, params, jnp.asarray(squeezed))[0])
+    np.testing.assert_allclose(got[:, -1], want[:, -1], rtol=2e-5, atol=2e-5)
+    assert not np.allclose(got[:, -1], np.asarray(apply(graphdef, params, jnp.asarray(tokens))[0])[:, -1], atol=1e-3)
+
+
+def test_bad_policies():
+    with pytest.raises(CacheError, match="unknown cache policy"):
+        CachePolicy("lru", 8)
+    with pytest.raises(CacheError, match="no room"):
+        CachePolicy("streaming", 4, sinks=4)
+    s, graphdef, params = _model()
+    with pytest.raises(CacheError, match="budget >= sequence length"):
+        kvcache.decode(graphdef, params, jnp.zeros((1, 9), jnp.int32), CachePolicy("full", 4))
