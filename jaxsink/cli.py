@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     dist.add_argument("--coordinator", help="coordinator host:port for an explicit multi-process run")
     dist.add_argument("--num-processes", type=int)
     dist.add_argument("--process-id", type=int)
+    dist.add_argument("--heartbeat-timeout", type=int, default=100,
+                      help="seconds before a silent process counts as dead and every other process stops")
     sub = p.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train or resume a model (re-running the same command resumes)")
     tr.add_argument("--config", required=True, help="config file (configs/tiny.py) or shipped name (tiny)")
@@ -83,8 +85,13 @@ def _split_overrides(argv):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from jaxsink.train.preemption import Preempted, install_handler
+    install_handler()   # before the slow imports: a SIGTERM from now on is a preemption notice, not a kill
     rest, overrides = _split_overrides(argv)
     args = _parser().parse_args(rest)
+    from jaxsink import supervise
+    if (args.coordinator or args.distributed) and not supervise.supervised():
+        return supervise.run_child(argv)   # a dead peer's abort becomes one line (jaxsink/supervise.py)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("jaxsink").setLevel(logging.INFO)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -94,6 +101,9 @@ def main(argv=None) -> int:
             raise _usage(f"--config.* overrides are only accepted by 'train', 'sweep' and 'demo', "
                          f"got {overrides[0]!r}")
         result = COMMANDS[args.command](args, overrides)
+    except Preempted as e:   # a checkpoint of the step boundary is saved: the same command resumes
+        print(f"jaxsink: {e}", file=sys.stderr)
+        return 0
     except _user_errors() as e:
         print(f"jaxsink: error: {e}", file=sys.stderr)
         return 2
@@ -108,9 +118,10 @@ def _init_distributed(args) -> None:
     if args.coordinator:
         if os.environ.get("JAX_PLATFORMS", "") == "cpu":   # CPU collectives across processes need gloo
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                   heartbeat_timeout_seconds=args.heartbeat_timeout)
     elif args.distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(heartbeat_timeout_seconds=args.heartbeat_timeout)
 
 
 class _usage(ValueError):

@@ -23,6 +23,7 @@ its arrays are read. A `CheckpointMismatch` it raises is not "unreadable": no fa
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import shutil
 import threading
@@ -61,7 +62,7 @@ class CheckpointStore:
         self._empty_trash()   # what a killed process left there
         options = ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.LatestN(keep), create=True,
-            enable_async_checkpointing=async_save, todelete_subdir=TRASH)
+            enable_async_checkpointing=async_save, todelete_subdir=TRASH, atomicity_options=_atomicity())
         self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=_registry())
 
     def save(self, step: int, state, *, config: dict, extra: dict | None = None, force: bool = False) -> bool:
@@ -76,6 +77,10 @@ class CheckpointStore:
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
+
+    def reached_preemption(self, step: int) -> bool:
+        """Whether all processes reached the step at which to save after a preemption notice (multi-process)."""
+        return self._manager.reached_preemption(step)
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -172,6 +177,20 @@ class CheckpointStore:
         ocp.multihost.sync_global_processes("jaxsink_checkpoint_set_aside")
         self._unreadable -= set(stale)
         self._manager.reload()
+
+
+ATOMICITY_ENV = "JAXSINK_CHECKPOINT_ATOMICITY"
+
+
+def _atomicity():
+    """Orbax's save protocol: `auto` (gs:// writes in place and commits with commit_success.txt, as object
+    stores cannot rename; local folders rename a temporary folder), or forced by $JAXSINK_CHECKPOINT_ATOMICITY
+    (`commit_file` on a GCS-FUSE mount, and in the tests, which so run the object-store protocol on a disk)."""
+    mode = os.environ.get(ATOMICITY_ENV, "auto")
+    modes = [m.value for m in ocp.options.AtomicityMode]
+    if mode not in modes:
+        raise CheckpointError(f"${ATOMICITY_ENV}={mode!r}: use one of {modes}")
+    return ocp.options.AtomicityOptions(mode=ocp.options.AtomicityMode(mode))
 
 
 def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:

@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxsink.config import to_dict
 from jaxsink.train import metrics as metrics_lib
+from jaxsink.train import preemption
 from jaxsink.train.checkpoint import CheckpointError
 from jaxsink.train.run import Run, check_workdir_config, evaluate, write_config
 from jaxsink.train.optim import schedule
@@ -39,7 +40,7 @@ def train(cfg, workdir, *, devices=None, progress: bool = True, stats=None) -> d
     run = Run.create(cfg, workdir, devices)
     workdir.mkdir(parents=True, exist_ok=True)
     primary = jax.process_index() == 0   # on a pod only process 0 owns the workdir files and the lock
-    with workdir_lock(workdir) if primary else contextlib.nullcontext():
+    with workdir_lock(workdir) if primary else contextlib.nullcontext(), preemption.sigterm_as_notice():
         if primary:
             write_config(cfg, workdir, run.tokenizer)
         return _train_locked(run, progress and primary, stats)
@@ -57,6 +58,7 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
     if jax.process_index() == 0:
         metrics_lib.truncate_after(run.workdir / "metrics.jsonl", start - 1)
     steps = _compile_steps(run, stats)
+    preempt = preemption.PreemptionWatch(store)
     bar = metrics_lib.Progress(t.steps, initial_step=start, enabled=progress)
     summary = {"start_step": start, "params": run.n_params, "step": start - 1}   # a finished run resumes to here
     tic, tokens_since = time.perf_counter(), 0
@@ -78,8 +80,13 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
                 tic, tokens_since = time.perf_counter(), 0
             if t.eval_every and (step + 1) % t.eval_every == 0 and step + 1 < t.steps:
                 writer.write(step, _prefixed(evaluate(run, state["params"], t.eval_sequences or None)))
-            if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0:
+            saved = bool(t.checkpoint_every and (step + 1) % t.checkpoint_every == 0)
+            if saved:
                 _save(store, step + 1, state, run)
+            if step + 1 < t.steps and preempt.reached(step + 1):   # every process saves this step, then stops
+                _save(store, None if saved else step + 1, state, run, force=True)
+                _save(store, None, None, run)
+                raise preemption.Preempted(preemption.message(step + 1, store.directory))
         if int(state["step"]) not in store.all_steps():
             _save(store, int(state["step"]), state, run, force=True)
         _save(store, None, None, run)

@@ -1,0 +1,76 @@
+"""Preemption: a SIGTERM (spot reclaim, maintenance event) ends a run cleanly at the next step boundary.
+
+Every process saves a checkpoint of the same step, waits for it, and exits 0 with one line
+(`Preempted`); re-running the same command resumes from that checkpoint exactly (the data of step s is a
+pure function of (seed, s)).
+
+One process: a Python SIGTERM handler sets a flag, read at each step boundary. Several processes
+(`jax.distributed`): JAX's preemption sync manager owns SIGTERM (its C++ notifier replaces any Python handler
+when `jax.distributed.initialize` runs) and agrees on the step at which all processes save, which Orbax
+exposes as `CheckpointManager.reached_preemption(step)`; MaxText saves and stops when it returns True, as
+here. A SIGTERM that arrived before `initialize` (caught by the early handler) is re-sent to the process so
+that the sync manager sees it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+
+_notice = threading.Event()   # set by the SIGTERM handler (one-process runs, and before jax.distributed starts)
+
+
+class Preempted(Exception):
+    """The run saved a checkpoint at a step boundary after a preemption notice; one-line message, exit 0."""
+
+
+def _on_sigterm(signum, frame) -> None:   # noqa: ARG001 -- signal handler signature
+    _notice.set()
+
+
+def install_handler() -> bool:
+    """Catch SIGTERM as a preemption notice (main thread only; True if this call installed it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        return False
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    return True
+
+
+class PreemptionWatch:
+    """`reached(step)`: whether every process should save `step` and stop (called at every step boundary,
+    with the same step on every process)."""
+
+    def __init__(self, store):
+        import jax   # not at module level: the CLI installs the handler before the slow imports
+        self._store = store
+        self.distributed = jax.process_count() > 1
+        if self.distributed and _notice.is_set():
+            _notice.clear()
+            os.kill(os.getpid(), signal.SIGTERM)   # now JAX's notifier handles SIGTERM: hand it the early notice
+
+    def reached(self, step: int) -> bool:
+        if self.distributed:
+            return bool(self._store.reached_preemption(step))
+        return _notice.is_set()
+
+
+@contextlib.contextmanager
+def sigterm_as_notice():
+    """SIGTERM sets the notice for the duration (one-process runs); the previous handler is put back after."""
+    import jax
+    previous = signal.getsignal(signal.SIGTERM)
+    installed = jax.process_count() == 1 and install_handler()
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)
+            _notice.clear()
+
+
+def message(step: int, directory) -> str:
+    return (f"preempted: saved the checkpoint of step {step} in {directory}; re-run the same command to resume "
+            "from it")
