@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--only", nargs="+", help="run these variants only")
     sw.add_argument("--dry-run", action="store_true", help="print the plan (one train command per variant)")
     sw.add_argument("--no-progress", action="store_true")
+    co = sub.add_parser("compile", help="AOT-compile a config's programs for a TPU topology: HBM, FLOPs, estimates")
+    co.add_argument("--config", required=True, help="config file or shipped name (paper_7b)")
+    co.add_argument("--topology", required=True, help="v5p-256, v5p:4x4x8, v5e-16, v6e-8, v4-32 or cpu-8")
+    co.add_argument("--slices", type=int, default=1, help="multi-slice: number of slices of that topology")
+    co.add_argument("--json", help="also write the figures to this JSON file")
+    co.add_argument("--no-stats", action="store_true", help="skip the training step with statistics")
     de = sub.add_parser("demo", help="the main job: a short tiny-scale run on the default corpus")
     de.add_argument("--workdir", default="runs/demo")
     de.add_argument("--no-progress", action="store_true")
@@ -97,8 +103,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _init_distributed(args)
     try:
-        if overrides and args.command not in ("train", "sweep", "demo"):
-            raise _usage(f"--config.* overrides are only accepted by 'train', 'sweep' and 'demo', "
+        if overrides and args.command not in ("train", "sweep", "demo", "compile"):
+            raise _usage(f"--config.* overrides are only accepted by 'train', 'sweep', 'demo' and 'compile', "
                          f"got {overrides[0]!r}")
         result = COMMANDS[args.command](args, overrides)
     except Preempted as e:   # a checkpoint of the step boundary is saved: the same command resumes
@@ -136,9 +142,10 @@ def _user_errors():
     from jaxsink.train.run import RunError
     from jaxsink.importers import CheckpointImportError
     from jaxsink.train.workdir_lock import WorkdirLocked
+    from jaxsink.aot import DoesNotFit
     # OSError: a full disk or a read-only folder is the user's to fix, not a bug to trace back
     return (ConfigError, DataError, CheckpointError, CheckpointImportError, NonFiniteLoss, RunError, WorkdirLocked,
-            _usage, OSError)
+            _usage, OSError, DoesNotFit)
 
 
 def cmd_train(args, overrides):
@@ -221,7 +228,12 @@ def _demo_table(result) -> str:
     return "\n".join(rows + [f"report: {result['report']}"])
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "probe": cmd_probe, "sweep": cmd_sweep, "demo": cmd_demo}
+def cmd_compile(args, overrides):
+    from jaxsink.aot import main as compile_main
+    return compile_main(args.config, args.topology, args.slices, overrides, args.json, stats=not args.no_stats)
+
+
+COMMANDS = {"compile": cmd_compile, "train": cmd_train, "eval": cmd_eval, "probe": cmd_probe, "sweep": cmd_sweep, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

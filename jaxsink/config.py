@@ -65,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.stats = ml_collections.ConfigDict(dict(
         every=0,                 # training-time spike/sink statistics every N steps (0: off)
         sink_eps=0.3, sink_seq_len=64,
+        sequences=0,             # statistics on the first N sequences of the step's first micro-batch (0: all)
     ))
     c.data = ml_collections.ConfigDict(dict(
         corpus="shakespeare", tokenizer="byte", bpe_vocab_size=4096, heldout_fraction=0.05,
@@ -75,6 +76,10 @@ def base_config() -> ml_collections.ConfigDict:
         rules=ml_collections.ConfigDict(dict(
             batch="data,fsdp", embed="fsdp", vocab="tensor", heads="tensor", kv_heads="tensor",
             mlp="tensor", head_dim="", norm="", position="",
+            # activations at layer boundaries (jaxsink.model.partitioning; MaxText's activation_* rules)
+            activation_batch="data,fsdp", activation_length="", activation_embed="tensor",
+            activation_heads="tensor", activation_kv_heads="tensor", activation_mlp="tensor",
+            activation_vocab="tensor",
         )),
     ))
     c.lock()
@@ -268,6 +273,7 @@ def _validate_stats(s) -> None:
     _check(s.every >= 0, "stats.every", "must be >= 0 (0 = off)")
     _check(0 < s.sink_eps < 1, "stats.sink_eps", "must be in (0, 1)")
     _check(s.sink_seq_len >= 2, "stats.sink_seq_len", "must be >= 2")
+    _check(s.sequences >= 0, "stats.sequences", "must be >= 0 (0 = the whole first micro-batch)")
 
 
 def _validate_mesh(cfg, device_count) -> None:

@@ -14,6 +14,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from jaxsink.config import ConfigError, mesh_shape
 from jaxsink.model import map_variables
+from jaxsink.model.partitioning import spec_for
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -36,22 +37,6 @@ def rules_from_config(mesh_cfg) -> dict[str, tuple[str, ...]]:
             raise ConfigError(f"mesh.rules.{name}: unknown mesh axis {unknown[0]!r}; use {list(MESH_AXES)}")
         rules[name] = parts
     return rules
-
-
-def spec_for(logical_axes, shape, rules, mesh) -> P:
-    """PartitionSpec for one array: each logical axis -> its mesh axes that divide the dimension."""
-    out, used = [], set()
-    for name, dim in zip(logical_axes, shape):
-        axes = [a for a in rules.get(name, ()) if a not in used] if name else []
-        size = 1
-        kept = []
-        for a in axes:
-            if dim % (size * mesh.shape[a]) == 0:
-                kept.append(a)
-                size *= mesh.shape[a]
-        used.update(kept)
-        out.append(tuple(kept) if len(kept) > 1 else (kept[0] if kept else None))
-    return P(*out)
 
 
 def param_shardings(abstract_state, rules, mesh) -> dict:

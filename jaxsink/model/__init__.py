@@ -1,8 +1,8 @@
 """The jaxsink model: one configurable Transformer (see `transformer.py`)."""
 from jaxsink.model.capture import CAPTURE_TYPES, collect
 from jaxsink.model.spec import ModelSpec
-from jaxsink.model.transformer import (Transformer, abstract_model, apply, build, count_params, forward,
+from jaxsink.model.transformer import (Transformer, abstract_model, apply, apply_hidden, build, count_params, forward,
                                        init_params, map_variables, split)
 
-__all__ = ["CAPTURE_TYPES", "ModelSpec", "Transformer", "abstract_model", "apply", "build", "collect",
+__all__ = ["CAPTURE_TYPES", "ModelSpec", "Transformer", "abstract_model", "apply", "apply_hidden", "build", "collect",
            "count_params", "forward", "init_params", "map_variables", "split"]

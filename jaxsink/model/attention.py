@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxsink.model.capture import QKV, AttnGate, AttnProbs
+from jaxsink.model.flash import fused_attention
 from jaxsink.model.layers import alibi_slopes, const_param, out_std, param, rms_normalize, rope
 from jaxsink.model.spec import ModelSpec
 
@@ -114,8 +115,7 @@ class Attention(nnx.Module):
         self.sow(QKV, "k", k)
         self.sow(QKV, "v", v)
         if self._fusable(ctx):
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, local_window_size=(
-                (spec.sliding_window - 1, 0) if spec.sliding_window else None))
+            y = fused_attention(q, k, v, spec.sliding_window)     # splash kernel on TPU (flash.py)
         else:
             y = self._explicit(q, k, v, pos, ctx)
         y = self._gate(y.astype(dt), x, ctx)

@@ -14,6 +14,7 @@ from jaxsink.model.attention import Attention
 from jaxsink.model.capture import BlockOutput, NormedInput, Residual, capture_types
 from jaxsink.model.interventions import NO_INTERVENTIONS, Interventions
 from jaxsink.model.layers import GeluMLP, LinearFFN, Norm, SwiGLU, param
+from jaxsink.model.partitioning import BATCH, EMBED, LENGTH, VOCAB, constrain
 from jaxsink.model.spec import ModelSpec
 
 FFN_MIXERS = {"swiglu": SwiGLU, "gelu": GeluMLP, "linear": LinearFFN, "attention": Attention}
@@ -54,7 +55,7 @@ class Block(nnx.Module):
         new = ctx["interventions"].edit_residual(self.index, new)   # probes' residual edits (Sun et al.)
         self.sow(BlockOutput, "block_out", f)
         self.sow(Residual, "residual", new)
-        return new
+        return constrain(new, BATCH, LENGTH, EMBED)      # layer boundary: batch-split (partitioning.py)
 
 
 class Transformer(nnx.Module):
@@ -79,13 +80,19 @@ class Transformer(nnx.Module):
         `layer_transforms`: nothing is captured or edited, so `spec.remat` / `spec.scan_layers` may apply (a
         sow inside `jax.checkpoint` or `lax.scan` could not leave it); otherwise the layers run one by one.
         """
+        h, head = self.hidden(tokens, interventions, fused, plain)
+        return constrain((h @ head.astype(h.dtype)).astype(jnp.float32), BATCH, LENGTH, VOCAB)
+
+    def hidden(self, tokens, interventions=None, fused: bool = False, plain: bool = False):
+        """(final hidden states [B, T, D], head matrix [D, V]): the logits are h @ head; a loss can take
+        them in chunks without the whole [B, T, V] (`train/loss.py`)."""
         spec = self.spec
         interventions = interventions or NO_INTERVENTIONS
         t = tokens.shape[1]
         positions = jnp.arange(t)
         tok = jnp.take(self.embed[...], tokens, axis=0)
         h = tok + self.pos_embed[...][:t][None] if spec.position == "learned" else tok
-        h = h.astype(spec.compute_dtype)
+        h = constrain(h.astype(spec.compute_dtype), BATCH, LENGTH, EMBED)
         self.sow(Residual, "embedding", h)
         ctx = {"positions": positions, "token_embedding": tok, "interventions": interventions,
                "fused": fused and spec.fused_attention}
@@ -96,8 +103,7 @@ class Transformer(nnx.Module):
                 h = block(h, ctx)
         if spec.norm_placement != "none":
             h = self.final_norm(h)
-        head = self.embed[...].T if spec.tie_embeddings else self.head[...]
-        return (h @ head.astype(h.dtype)).astype(jnp.float32)
+        return h, (self.embed[...].T if spec.tie_embeddings else self.head[...])
 
     def _run_layers(self, h, ctx):
         """Layers (attention block + FFN block) as a pure function of their parameters, rematerialised by
@@ -146,6 +152,12 @@ def forward(model: Transformer, tokens, capture=(), interventions=None):
 def apply(graphdef, params: dict, tokens, capture=(), interventions=None):
     """Pure functional forward over a nested dict of parameter arrays (what `jax.jit` sees)."""
     return forward(nnx.merge(graphdef, nnx.State(params)), tokens, capture, interventions)
+
+
+def apply_hidden(graphdef, params: dict, tokens):
+    """Plain forward (nothing captured) to (final hidden states, head matrix), for chunked losses."""
+    model = nnx.merge(graphdef, nnx.State(params))
+    return nnx.capture(model.hidden)(tokens, None, True, True)
 
 
 def split(model: Transformer):

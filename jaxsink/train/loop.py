@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from jaxsink.config import to_dict
+from jaxsink.model.partitioning import partitioned
 from jaxsink.train import metrics as metrics_lib
 from jaxsink.train import preemption
 from jaxsink.train.checkpoint import CheckpointError
@@ -129,14 +130,17 @@ def _compile_steps(run: Run, stats):
     rep = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
 
     def jit(step_fn):
+        step_fn = partitioned(step_fn, run.rules, run.mesh.devices.flat[0].platform)   # activation shardings
         return jax.jit(step_fn, in_shardings=(state_sh, run.batch_sharding()), out_shardings=(state_sh, rep),
                        donate_argnums=0)
     plain = jit(make_train_step(run.graphdef, run.optimizer, run.cfg.train))
     if stats is None:
         return {False: plain}
     capture, stats_fn = stats
-    return {False: plain, True: jit(make_train_step(run.graphdef, run.optimizer, run.cfg.train,
-                                                    capture=capture, stats_fn=stats_fn))}
+    s = run.cfg.stats
+    return {False: plain, True: jit(make_train_step(run.graphdef, run.optimizer, run.cfg.train, capture=capture,
+                                                    stats_fn=stats_fn, stats_rows=s.sequences,
+                                                    stats_positions=s.sink_seq_len))}
 
 
 def _check_finite(m, step, policy) -> None:

@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxsink.model import ModelSpec, abstract_model, build, map_variables, split
 from jaxsink.model.loaded import LoadedModel
+from jaxsink.model.partitioning import partitioned
 from jaxsink.data.tokenizer import describe_fingerprint, same_tokenizer
 from jaxsink.train.checkpoint import CheckpointMismatch, CheckpointStore
 from jaxsink.train.optim import make_optimizer
@@ -314,7 +315,7 @@ def evaluate(run: Run, params, max_sequences: int | None = None) -> dict:
     """Held-out loss, perplexity and bits per byte over consecutive non-overlapping chunks."""
     t = run.cfg.train
     micro = t.batch_size // t.grad_accum
-    step = jax.jit(make_eval_step(run.graphdef))
+    step = jax.jit(partitioned(make_eval_step(run.graphdef), run.rules, run.mesh.devices.flat[0].platform))
     nll, count, seqs = 0.0, 0.0, 0
     row = sharding.batch_sharding(run.mesh, run.rules)
     for inputs, targets, mask in data_lib.eval_batches(run.splits.heldout, seq_len=t.seq_len, batch_size=micro,

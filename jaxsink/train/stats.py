@@ -1,5 +1,7 @@
 """Training-time spike and sink statistics, computed inside the jitted step (Levanter's `inside_step` idea)
-from the first micro-batch's captured intermediates, and logged to metrics.jsonl / TensorBoard.
+by a separate forward-only pass over the first `stats.sequences` sequences of the first micro-batch, cut to
+their first `stats.sink_seq_len` positions (`train/step.py`; the gradient pass stays the plain one), and
+logged to metrics.jsonl / TensorBoard.
 
 Keys: `spike` (top-1 |h| over blocks, mean over sequences), `spike/top1` and `spike/median` per block,
 `spike/position` (position of the largest |h| in the batch), `spike/pos0_share` (share of sequences whose

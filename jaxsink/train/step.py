@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsink.model import apply
+from jaxsink.model import apply, apply_hidden
+from jaxsink.train.loss import chunked_nll, token_nll_from_logits as token_nll  # noqa: F401  (re-exported)
 
 
 def position_weights(seq_len: int, start: int, end: int):
@@ -19,21 +20,21 @@ def position_weights(seq_len: int, start: int, end: int):
     return ((pos >= start) & (pos < (end or seq_len))).astype(jnp.float32)
 
 
-def token_nll(logits, targets):
-    """Per-token negative log-likelihood in float32, [B, T]."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+def make_train_step(graphdef, optimizer, t, *, capture=(), stats_fn=None, stats_rows: int = 0,
+                    stats_positions: int = 0):
+    """Build step(state, batch) -> (state, metrics).
 
-
-def make_train_step(graphdef, optimizer, t, *, capture=(), stats_fn=None):
-    """Build step(state, batch) -> (state, metrics). With `stats_fn`, the first micro-batch's captured
-    intermediates go through `stats_fn(collected_intermediates)` inside the same jitted step."""
+    The gradient is always the plain one (fused attention, scan, remat; chunked loss). With `stats_fn`, a
+    separate forward-only pass over the first `stats_rows` sequences (0: all) of the first micro-batch,
+    cut to their first `stats_positions` positions (0: all), captures `capture` for
+    `stats_fn(intermediates)`: under causal attention those positions' activations and attention are
+    exactly the full sequence's, and the update is bit for bit the plain step's."""
     weights = position_weights(t.seq_len, t.loss_start, t.loss_end)
 
     def loss_fn(params, inputs, targets):
-        logits, inter = apply(graphdef, params, inputs, capture)
+        h, head = apply_hidden(graphdef, params, inputs)
         w = jnp.broadcast_to(weights, targets.shape)
-        return jnp.sum(token_nll(logits, targets) * w), (jnp.sum(w), inter)
+        return jnp.sum(chunked_nll(h, head, targets) * w), (jnp.sum(w), None)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -46,7 +47,7 @@ def make_train_step(graphdef, optimizer, t, *, capture=(), stats_fn=None):
             return (jax.tree.map(jnp.add, g_sum, g), l_sum + l, n_sum + n), None
 
         first = jax.tree.map(lambda x: x[0], batch)
-        (l0, (n0, inter)), g0 = grad_fn(params, first["inputs"], first["targets"])
+        (l0, (n0, _)), g0 = grad_fn(params, first["inputs"], first["targets"])
         rest = jax.tree.map(lambda x: x[1:], batch)
         (g_sum, l_sum, n_sum), _ = jax.lax.scan(micro, (g0, l0, n0), rest) if t.grad_accum > 1 \
             else ((g0, l0, n0), None)
@@ -62,7 +63,8 @@ def make_train_step(graphdef, optimizer, t, *, capture=(), stats_fn=None):
                      "step": state["step"] + 1}
         metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite}
         if stats_fn is not None:
-            metrics.update(stats_fn(inter))
+            rows = first["inputs"][:stats_rows or None, :stats_positions or None]
+            metrics.update(stats_fn(apply(graphdef, jax.lax.stop_gradient(params), rows, capture)[1]))
         return new_state, metrics
 
     return step
@@ -71,7 +73,7 @@ def make_train_step(graphdef, optimizer, t, *, capture=(), stats_fn=None):
 def make_eval_step(graphdef):
     """eval_step(params, inputs, targets, mask) -> (sum of NLL over unmasked rows, token count)."""
     def eval_step(params, inputs, targets, mask):
-        logits, _ = apply(graphdef, params, inputs)
+        h, head = apply_hidden(graphdef, params, inputs)
         w = jnp.broadcast_to(mask[:, None].astype(jnp.float32), targets.shape)
-        return jnp.sum(token_nll(logits, targets) * w), jnp.sum(w)
+        return jnp.sum(chunked_nll(h, head, targets) * w), jnp.sum(w)
     return eval_step

@@ -1,0 +1,262 @@
+"""`jaxsink compile`: ahead-of-time compilation of a config's programs for a named topology, from shapes only.
+
+No data is read, no parameter is allocated and no tokenizer is trained (the vocabulary is the config's): the
+training step (plain and with training-time statistics), the evaluation step and the probe's capturing
+forward are lowered from `jax.ShapeDtypeStruct`s with their shardings and compiled by XLA for the topology's
+devices (libtpu's abstract TPU devices, or simulated CPU devices). XLA then reports, per chip, the HBM each
+program needs (`memory_analysis`) and its FLOPs and cost-model time (`cost_analysis`); every time, MFU and
+tokens/s figure derived from the cost model is an *estimate*, never a measurement (tpu-aot.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+
+from jaxsink import config as config_lib
+from jaxsink import sharding
+from jaxsink import topology as topo_lib
+from jaxsink.model import ModelSpec, abstract_model, map_variables
+from jaxsink.train.optim import make_optimizer
+
+GiB = topo_lib.GiB
+BYTE_VOCAB = 257
+
+
+class DoesNotFit(ValueError):
+    """A compiled program needs more memory per chip than the chip has; one-line message."""
+
+
+@dataclasses.dataclass
+class ProgramReport:
+    """What XLA says about one compiled program, per chip (device)."""
+    name: str
+    argument_bytes: int = 0
+    output_bytes: int = 0
+    temp_bytes: int = 0
+    alias_bytes: int = 0
+    flops: float = 0.0            # XLA's count for one device (includes rematerialised recomputation)
+    bytes_accessed: float = 0.0
+    estimated_seconds: float = 0.0   # XLA's cost model (`optimal_seconds`): an estimate, not a measurement
+    compile_seconds: float = 0.0
+    error: str = ""               # the compiler's out-of-memory message, shortened
+
+    @property
+    def total_bytes(self) -> int:
+        """Arguments + outputs + temporaries, minus outputs that reuse donated arguments."""
+        return self.argument_bytes + self.output_bytes + self.temp_bytes - self.alias_bytes
+
+
+def abstract_run(cfg, devices):
+    """A `Run` without data or tokenizer: spec (vocabulary from the config), mesh, shardings, optimizer."""
+    from jaxsink.train.run import Run
+    config_lib.validate(cfg, len(devices))
+    vocab = cfg.model.vocab_size or (BYTE_VOCAB if cfg.data.tokenizer == "byte" else cfg.data.bpe_vocab_size)
+    spec = ModelSpec.from_config(cfg.model, vocab)
+    mesh = sharding.make_mesh(cfg.mesh, devices)
+    rules = sharding.rules_from_config(cfg.mesh)
+    graphdef, abstract_state = abstract_model(spec)
+    shardings = sharding.param_shardings(abstract_state, rules, mesh)
+    abstract = map_variables(abstract_state, lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype))
+    return Run(cfg, None, None, None, spec, mesh, rules, graphdef, shardings, abstract,
+               make_optimizer(cfg.train, abstract))
+
+
+def compile_program(name: str, jitted, args, mesh) -> ProgramReport:
+    """Lower and compile `jitted(*args)` (abstract args) under `mesh`; out-of-memory becomes `error`."""
+    tic = time.perf_counter()
+    with jax.set_mesh(mesh):
+        lowered = jitted.lower(*args)
+    try:
+        compiled = lowered.compile()
+    except Exception as e:  # noqa: BLE001 -- XlaRuntimeError; only RESOURCE_EXHAUSTED is expected
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return ProgramReport(name, compile_seconds=time.perf_counter() - tic, error=_oom_summary(str(e)))
+    report = ProgramReport(name, compile_seconds=time.perf_counter() - tic)
+    mem = compiled.memory_analysis()
+    if mem is not None:
+        report.argument_bytes = int(mem.argument_size_in_bytes)
+        report.output_bytes = int(mem.output_size_in_bytes)
+        report.temp_bytes = int(mem.temp_size_in_bytes)
+        report.alias_bytes = int(mem.alias_size_in_bytes)
+    cost = compiled.cost_analysis() or {}
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    report.flops = float(cost.get("flops", 0.0))
+    report.bytes_accessed = float(cost.get("bytes accessed", 0.0))
+    report.estimated_seconds = max(float(cost.get("optimal_seconds", 0.0)), 0.0)   # CPU's is not a time
+    return report
+
+
+def _oom_summary(message: str) -> str:
+    """`Used 423.9G of 95.74G hbm` (or the message's first line) from XLA's RESOURCE_EXHAUSTED error."""
+    m = re.search(r"Used ([\d.]+[KMGT]?) of ([\d.]+[KMGT]?) hbm", message)
+    if m:
+        return f"needs {m.group(1)}B of HBM, the chip has {m.group(2)}B"
+    m = re.search(r"exceeds available HBM[^.\n]*", message)
+    return m.group(0) if m else " ".join(message.split())[:160]
+
+
+# ---------------------------------------------------------------- the programs
+
+def _train_jit(run, stats):
+    from jaxsink.train.loop import _compile_steps
+    return _compile_steps(run, stats)
+
+
+def program_args(run):
+    """Abstract arguments: the train state, a [grad_accum, micro, T] batch, an eval batch and probe tokens."""
+    t = run.cfg.train
+    micro = t.batch_size // t.grad_accum
+    batch_sh = run.batch_sharding()
+    tokens = jax.ShapeDtypeStruct((t.grad_accum, micro, t.seq_len), jnp.int32, sharding=batch_sh)
+    row = sharding.batch_sharding(run.mesh, run.rules)
+    eval_tok = jax.ShapeDtypeStruct((micro, t.seq_len), jnp.int32, sharding=row)
+    mask = jax.ShapeDtypeStruct((micro,), jnp.bool_, sharding=sharding.replicated(run.mesh))
+    params = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                          run.abstract_params, run.param_shardings)
+    return {"state": run.abstract_state(), "batch": {"inputs": tokens, "targets": tokens},
+            "params": params, "eval": (eval_tok, eval_tok, mask)}
+
+
+def probe_program(run):
+    """The probe's first (capturing) pass at its default options, and its abstract tokens."""
+    from jaxsink.probe.activations import SpikeCriterion
+    from jaxsink.probe.runner import Probed, ProbeOptions, _pass1
+    opts = ProbeOptions()
+    model = Probed(run.graphdef, None, run.spec, None, True, "aot")
+    data = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
+    row = sharding.batch_sharding(run.mesh, run.rules) if opts.batch_size % data == 0 else \
+        sharding.replicated(run.mesh)
+    return _pass1(model, opts, SpikeCriterion()), jax.ShapeDtypeStruct((opts.batch_size, opts.seq_len), jnp.int32,
+                                                                       sharding=row)
+
+
+def compile_all(cfg, devices, *, stats: bool = True) -> tuple[object, list[ProgramReport]]:
+    """Compile every program of `cfg` for `devices`; returns (abstract run, reports)."""
+    from jaxsink.train.stats import training_stats
+    from jaxsink.train.step import make_eval_step
+    run = abstract_run(cfg, devices)
+    args = program_args(run)             # built outside jax.set_mesh: eager code there would need the TPU
+    steps = _train_jit(run, training_stats(cfg) if stats else None)
+    reports = [compile_program("train_step", steps[False], (args["state"], args["batch"]), run.mesh)]
+    if stats:
+        reports.append(compile_program("train_step+stats", steps[True], (args["state"], args["batch"]), run.mesh))
+    reports.append(compile_program("eval_step", jax.jit(make_eval_step(run.graphdef)),
+                                   (args["params"], *args["eval"]), run.mesh))
+    probe_fn, probe_tokens = probe_program(run)
+    reports.append(compile_program("probe_forward", probe_fn, (args["params"], probe_tokens), run.mesh))
+    return run, reports
+
+
+# ---------------------------------------------------------------- figures per chip
+
+def model_flops_per_step(spec: ModelSpec, t) -> float:
+    """Model FLOPs of one training step (forward + backward = 3 x forward; no recomputation counted):
+    6 x matmul parameters x tokens, plus causal attention's QK^T and PV (2 x 2 x T^2/2 x H x d_head per
+    sequence and attention block, x3) — MaxText's convention for MFU."""
+    tokens = t.batch_size * t.seq_len
+    d, f, h, hkv, dh = spec.d_model, spec.d_ff, spec.n_heads, spec.kv_heads, spec.d_head
+    ffn = {"swiglu": 3 * d * f, "gelu": 2 * d * f, "linear": d * d, "attention": 2 * d * (h + hkv) * dh}[spec.ffn]
+    attn = 2 * d * (h + hkv) * dh
+    matmul = spec.n_layers * (attn + ffn) + d * spec.vocab_size
+    n_attention = spec.n_layers * (2 if spec.ffn == "attention" else 1)
+    attention = 3 * 4 * t.batch_size * (t.seq_len ** 2 / 2) * h * dh * n_attention
+    return 6.0 * matmul * tokens + attention
+
+
+@dataclasses.dataclass
+class CompileSummary:
+    config: str
+    topology: str
+    topology_string: str
+    chips: int
+    hbm_per_chip_bytes: int
+    peak_flops_per_chip: float
+    tokens_per_step: int
+    steps: int
+    model_flops_per_step: float
+    programs: list
+    # estimates from XLA's cost model for the plain training step (never measurements)
+    estimated_step_seconds: float = 0.0
+    estimated_mfu: float = 0.0
+    estimated_tokens_per_s_per_chip: float = 0.0
+    estimated_chip_hours: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["programs"] = [{**dataclasses.asdict(p), "total_bytes": p.total_bytes} for p in self.programs]
+        return d
+
+
+def summarize(config_name: str, topology, run, reports) -> CompileSummary:
+    t = run.cfg.train
+    chip = topology.chip
+    s = CompileSummary(config_name, topology.name, topology.topology_string, topology.chips,
+                       chip.hbm_bytes if chip else 0, chip.peak_flops if chip else 0.0,
+                       t.batch_size * t.seq_len, t.steps, model_flops_per_step(run.spec, t), reports)
+    train = reports[0]
+    if train.estimated_seconds > 0 and not train.error:
+        s.estimated_step_seconds = train.estimated_seconds
+        s.estimated_tokens_per_s_per_chip = s.tokens_per_step / train.estimated_seconds / topology.chips
+        s.estimated_chip_hours = t.steps * train.estimated_seconds * topology.chips / 3600
+        if chip:
+            s.estimated_mfu = s.model_flops_per_step / topology.chips / train.estimated_seconds / chip.peak_flops
+    return s
+
+
+def check_fits(summary: CompileSummary) -> None:
+    """DoesNotFit (one line: program, need, capacity) for the first program over the chip's HBM."""
+    cap = summary.hbm_per_chip_bytes
+    for p in summary.programs:
+        if p.error:
+            raise DoesNotFit(f"{p.name} does not fit {summary.topology}: {p.error}")
+        if cap and p.total_bytes > cap:
+            raise DoesNotFit(f"{p.name} does not fit {summary.topology}: needs {p.total_bytes / GiB:.1f} GiB of HBM "
+                             f"per chip, the chip has {cap / GiB:.1f} GiB")
+
+
+def format_summary(s: CompileSummary) -> str:
+    """A table for the terminal: memory per chip for each program, then the estimated figures."""
+    cap = f" of {s.hbm_per_chip_bytes / GiB:.1f} GiB" if s.hbm_per_chip_bytes else ""
+    lines = [f"{s.config} on {s.topology} ({s.topology_string}, {s.chips} chips), per chip{cap}:",
+             f"{'program':<18}{'args GiB':>10}{'temp GiB':>10}{'out GiB':>9}{'total GiB':>11}"
+             f"{'TFLOP':>9}{'est. ms':>9}{'compile s':>11}"]
+    for p in s.programs:
+        if p.error:
+            lines.append(f"{p.name:<18}  does not fit: {p.error}   (compile {p.compile_seconds:.1f} s)")
+            continue
+        lines.append(f"{p.name:<18}{p.argument_bytes / GiB:>10.2f}{p.temp_bytes / GiB:>10.2f}"
+                     f"{p.output_bytes / GiB:>9.2f}{p.total_bytes / GiB:>11.2f}{p.flops / 1e12:>9.1f}"
+                     f"{p.estimated_seconds * 1e3:>9.1f}{p.compile_seconds:>11.1f}")
+    lines.append(f"model FLOPs per step {s.model_flops_per_step:.3e} ({s.tokens_per_step} tokens)")
+    if s.estimated_step_seconds:
+        mfu = f", MFU {100 * s.estimated_mfu:.1f}%" if s.peak_flops_per_chip else ""
+        lines.append(f"estimated (XLA cost model, not measured): train step {s.estimated_step_seconds * 1e3:.1f} ms"
+                     f"{mfu}, {s.estimated_tokens_per_s_per_chip:,.0f} tokens/s/chip, "
+                     f"{s.estimated_chip_hours:,.0f} chip-hours for {s.steps} steps")
+    return "\n".join(lines)
+
+
+def main(config: str, topology_name: str, slices: int = 1, overrides=(), json_out: str | None = None,
+         stats: bool = True) -> dict:
+    """`jaxsink compile`: compile, print the table to stderr, write JSON, fail if a program does not fit."""
+    import json
+    import pathlib
+    import sys
+    topology = topo_lib.parse_topology(topology_name, slices)
+    cfg = config_lib.load_config(config, list(overrides))
+    if topology.platform == "tpu" and not jax.config.jax_platforms:
+        jax.config.update("jax_platforms", "cpu")     # the default backend stays CPU: eager code runs there
+    devices = topo_lib.devices(topology)
+    run, reports = compile_all(cfg, devices, stats=stats)
+    summary = summarize(config, topology, run, reports)
+    print(format_summary(summary), file=sys.stderr)
+    result = summary.to_dict()
+    if json_out:
+        pathlib.Path(json_out).write_text(json.dumps(result, indent=2))
+    check_fits(summary)
+    return result
