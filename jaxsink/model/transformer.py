@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxsink.model.attention import Attention
 from jaxsink.model.capture import BlockOutput, NormedInput, Residual, capture_types
+from jaxsink.model.cpu_paths import dense
 from jaxsink.model.layers import GeluMLP, LinearFFN, Norm, SwiGLU, param
 from jaxsink.model.spec import ModelSpec
 
@@ -99,7 +100,7 @@ class Transformer(nnx.Module):
         if spec.norm_placement != "none":
             h = self.final_norm(h)
         head = self.embed[...].T if spec.tie_embeddings else self.head[...]
-        return (h @ head.astype(h.dtype)).astype(jnp.float32)
+        return dense(h, head.astype(h.dtype)).astype(jnp.float32)
 
     def _run_layers(self, h, ctx):
         """Layers (attention block + FFN block) as a pure function of their parameters, rematerialised by
