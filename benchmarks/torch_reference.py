@@ -257,9 +257,12 @@ class TorchStepper:
 class JaxStepper:
     """jaxsink's own jitted training step (`make_train_step`, state donated), on one CPU device."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, generic_paths: bool = False):
         import jax
+        from jaxsink.model import cpu_paths
         from jaxsink.train.run import Run
+        if generic_paths:        # "before": the accelerators' paths (fused attention, einsum-shaped dots) on CPU
+            cpu_paths.BACKEND_PATHS["cpu"] = cpu_paths.BACKEND_PATHS["tpu"]
         from jaxsink.train.step import make_train_step
         from train_throughput import model_flops_per_token
         self.jax, self.run = jax, Run.create(cfg, WORKDIR, devices=jax.devices()[:1])
@@ -282,7 +285,7 @@ def serve(args) -> None:
     cfg, spec, tokenizer, splits = setup(args)
     t0 = time.perf_counter()
     try:
-        stepper = JaxStepper(cfg) if args.serve == "jaxsink" else \
+        stepper = JaxStepper(cfg, args.serve == "jaxsink-generic") if args.serve.startswith("jaxsink") else \
             TorchStepper(cfg, spec, tokenizer, splits, args.dtype, compiled=args.serve == "torch.compile")
         for _ in range(args.warmup):
             stepper.step(stepper.batch(0))
@@ -292,22 +295,29 @@ def serve(args) -> None:
 
     def handle(i: int) -> dict:
         b = stepper.batch(i)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = stepper.step(b)
-        return {"t": time.perf_counter() - t0, "loss": loss}
+        return {"t": time.perf_counter() - t0, "cpu": time.process_time() - c0, "loss": loss}
 
     serve_requests({"setup_and_warmup_s": time.perf_counter() - t0, **stepper.info}, handle)
 
 
-def summary(times, cfg) -> dict:
+def summary(times, cpu_times, cfg) -> dict:
+    """Wall-clock figures, and the median CPU time (all threads) per step: on cores shared with other jobs it
+    counts the work a step does rather than the time it waited for a core (load-robust, though spin-waiting
+    threads count too)."""
     med = statistics.median(times)
     return {"step_s_median": med, "step_s_min": min(times), "step_s_max": max(times),
-            "tokens_per_s": cfg.train.batch_size * cfg.train.seq_len / med}
+            "tokens_per_s": cfg.train.batch_size * cfg.train.seq_len / med,
+            "cpu_s_median": statistics.median(cpu_times)}
 
 
 def run_interleaved(args, cfg) -> dict:
     """Build and warm up every worker process, then time `args.steps` steps interleaved (`interleave`)."""
-    plan = [("jaxsink jit", "jaxsink", {"JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1"})]
+    jax_env = {"JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1"}
+    plan = [("jaxsink jit", "jaxsink", jax_env)]
+    if args.generic_paths:
+        plan.append(("jaxsink jit, accelerator paths (before issue 18)", "jaxsink-generic", jax_env))
     for policy in args.omp_wait_policy:
         env = {} if policy == "default" else {"OMP_WAIT_POLICY": policy}
         suffix = "" if policy == "default" else f" (OMP_WAIT_POLICY={policy})"
@@ -323,7 +333,7 @@ def run_interleaved(args, cfg) -> dict:
         if "error" in workers[-1].info:
             print(f"  {name} failed: {workers[-1].info['error']}", flush=True)
     interleave(workers, args.steps)
-    return {w.name: {**w.info, "env": w.env, **(summary(w.times(), cfg) if w.replies else {}),
+    return {w.name: {**w.info, "env": w.env, **(summary(w.times(), w.times("cpu"), cfg) if w.replies else {}),
                      "final_loss": w.replies[-1]["loss"] if w.replies else None} for w in workers}
 
 
@@ -383,11 +393,13 @@ def main() -> None:
     p.add_argument("--corpus", default="shakespeare")
     p.add_argument("--override", nargs="*", default=[], help="extra config overrides, e.g. train.batch_size=8")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--generic-paths", action="store_true",
+                   help="also time jaxsink with the accelerators' compute paths forced on CPU (jaxsink.model.cpu_paths)")
     p.add_argument("--no-check", action="store_true", help="skip the float32 equivalence check")
     p.add_argument("--out", default="")
     p.add_argument("--serve", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.serve != "jaxsink":
+    if not args.serve.startswith("jaxsink"):
         torch.set_num_threads(args.threads)
     if args.serve:
         serve(args)
@@ -396,6 +408,7 @@ def main() -> None:
     if cfg.train.grad_accum != 1:
         raise SystemExit("the reference runs one micro-batch per step: use train.grad_accum=1")
     cores = len(os.sched_getaffinity(0))
+    print(f"load average {os.getloadavg()}")
     print(f"{args.config} {args.dtype}: vocab {spec.vocab_size}, {spec.n_layers} layers x d_model {spec.d_model}, "
           f"batch {cfg.train.batch_size} x T {cfg.train.seq_len}; {args.steps} interleaved steps; torch "
           f"{torch.__version__} with {args.threads} intra-op threads; XLA: one CPU device, {cores} intra-op "
@@ -405,18 +418,21 @@ def main() -> None:
               "load_average_before": os.getloadavg()}
     result["runs"] = runs = run_interleaved(args, cfg)
     result["load_average_after"] = os.getloadavg()
+    print(f"load average after: {result['load_average_after']}")
     jax_run = runs["jaxsink jit"]
     flops = jax_run.get("model_flops_per_token", 0.0)
     print(f"\n| run | tokens/s | step median (min-max) | model GFLOP/s | set-up + {args.warmup} warm-up steps "
-          f"| jaxsink / this |\n|---|---|---|---|---|---|")
+          f"| jaxsink / this | CPU time per step | jaxsink / this, CPU time |\n|---|---|---|---|---|---|---|---|")
     for name, r in runs.items():
         if "tokens_per_s" not in r:
             print(f"| {name} | failed: {r.get('error')} | | | | |")
             continue
         r["jaxsink_over_this"] = jax_run.get("tokens_per_s", math.nan) / r["tokens_per_s"]
+        r["jaxsink_over_this_cpu"] = r["cpu_s_median"] / jax_run.get("cpu_s_median", math.nan)
         print(f"| {name} | {r['tokens_per_s']:,.0f} | {r['step_s_median'] * 1e3:.1f} ms "
               f"({r['step_s_min'] * 1e3:.1f}-{r['step_s_max'] * 1e3:.1f}) | {flops * r['tokens_per_s'] / 1e9:.1f} | "
-              f"{r['setup_and_warmup_s']:.1f} s | {r['jaxsink_over_this']:.2f} |")
+              f"{r['setup_and_warmup_s']:.1f} s | {r['jaxsink_over_this']:.2f} | {r['cpu_s_median'] * 1e3:.1f} ms | "
+              f"{r['jaxsink_over_this_cpu']:.2f} |")
     if not args.no_check:
         result["check"] = c = check(cfg, spec, tokenizer, splits)
         print(f"\nparameters: torch {c['params_torch']:,}, jaxsink count_params {c['params_jaxsink']:,}")

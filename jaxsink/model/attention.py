@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxsink.model.capture import QKV, AttnGate, AttnProbs
+from jaxsink.model.cpu_paths import causal_attention, dense, paths
 from jaxsink.model.flash import fused_attention
 from jaxsink.model.layers import alibi_slopes, const_param, out_std, param, rms_normalize, rope
 from jaxsink.model.spec import ModelSpec
@@ -101,9 +102,7 @@ class Attention(nnx.Module):
 
     def __call__(self, x, ctx):
         spec, dt = self.spec, x.dtype
-        q = jnp.einsum("btd,dhk->bthk", x, self.wq[...].astype(dt))
-        k = jnp.einsum("btd,dhk->bthk", x, self.wk[...].astype(dt))
-        v = jnp.einsum("btd,dhk->bthk", x, self.wv[...].astype(dt))
+        q, k, v = (dense(x, w[...].astype(dt)) for w in (self.wq, self.wk, self.wv))
         if spec.qkv_bias:
             q, k, v = q + self.bq[...].astype(dt), k + self.bk[...].astype(dt), v + self.bv[...].astype(dt)
         if spec.uses_qk_norm:
@@ -114,12 +113,14 @@ class Attention(nnx.Module):
         self.sow(QKV, "q", q)
         self.sow(QKV, "k", k)
         self.sow(QKV, "v", v)
-        if self._fusable(ctx):
+        if self._fusable(ctx) and paths()["attention"] == "explicit":
+            y = causal_attention(q, k, v, spec.sliding_window)     # CPU (cpu_paths.py)
+        elif self._fusable(ctx):
             y = fused_attention(q, k, v, spec.sliding_window)     # splash kernel on TPU (flash.py)
         else:
             y = self._explicit(q, k, v, pos, ctx)
         y = self._gate(y.astype(dt), x, ctx)
-        return jnp.einsum("bthk,hkd->btd", y, self.wo[...].astype(dt))
+        return dense(y, self.wo[...].astype(dt), n_in=2)
 
     def _fusable(self, ctx) -> bool:
         """The fused kernel (cuDNN on GPU, XLA elsewhere) covers plain causal softmax attention, used when

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxsink.model.capture import FFNGate
+from jaxsink.model.cpu_paths import dense
 from jaxsink.model.spec import ModelSpec
 
 
@@ -102,9 +103,9 @@ class SwiGLU(nnx.Module):
 
     def __call__(self, x, ctx):
         dt = x.dtype
-        z = x @ self.w_gate[...].astype(dt)
+        z = dense(x, self.w_gate[...].astype(dt))
         self.sow(FFNGate, "ffn_gate", z)
-        return (jax.nn.silu(z) * (x @ self.w_up[...].astype(dt))) @ self.w_down[...].astype(dt)
+        return dense(jax.nn.silu(z) * dense(x, self.w_up[...].astype(dt)), self.w_down[...].astype(dt))
 
 
 class GeluMLP(nnx.Module):
@@ -117,7 +118,7 @@ class GeluMLP(nnx.Module):
 
     def __call__(self, x, ctx):
         dt = x.dtype
-        return jax.nn.gelu(x @ self.w_in[...].astype(dt), approximate=True) @ self.w_out[...].astype(dt)
+        return dense(jax.nn.gelu(dense(x, self.w_in[...].astype(dt)), approximate=True), self.w_out[...].astype(dt))
 
 
 class LinearFFN(nnx.Module):
@@ -127,4 +128,4 @@ class LinearFFN(nnx.Module):
         self.w = param(rngs, (spec.d_model, spec.d_model), ("embed", "mlp"), out_std(spec))
 
     def __call__(self, x, ctx):
-        return x @ self.w[...].astype(x.dtype)
+        return dense(x, self.w[...].astype(x.dtype))

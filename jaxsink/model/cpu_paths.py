@@ -1,0 +1,68 @@
+"""Compute paths chosen per backend for speed (issue 18; measurements in BENCHMARKS.md, "CPU step profile").
+
+Every path here computes the same function as the generic one it replaces (tests/test_cpu_paths.py checks both
+against the float64 NumPy reference, values and gradients); only how XLA is asked to compute it differs.
+
+The choice is explicit, per `jax.default_backend()` (`BACKEND_PATHS`):
+
+- `flat_dots`: dense projections of [B, T, ...] activations as one 2-D matmul over the B*T rows. XLA CPU
+  canonicalises a weight gradient that contracts two leading dims (b, t) into a dot whose operand it first
+  transposes in a loop fusion (`copy_bitcast_fusion`: a [d_ff, B*T] copy, fused with the SwiGLU backward, ~28%
+  of the step's thread time); with one contracting dim the dot takes the operand as it is (a transposed-lhs
+  GEMM). On GPU/TPU the reshape buys nothing and could interfere with activation sharding, so it is off there.
+- `attention`: "explicit" is causal softmax attention written as two batched matmuls in [B, H, T, d] layout
+  with an additive causal mask (`causal_attention`); on CPU it is 1.5-3x faster, forward and backward, than
+  XLA's lowering of `jax.nn.dot_product_attention` ("fused"), which is kept on GPU (cuDNN) and TPU.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+BACKEND_PATHS = {
+    "cpu": {"flat_dots": True, "attention": "explicit"},
+    "gpu": {"flat_dots": False, "attention": "fused"},
+    "tpu": {"flat_dots": False, "attention": "fused"},
+}
+DEFAULT_PATHS = {"flat_dots": False, "attention": "fused"}
+NEG_INF = -1e30       # additive mask value: exp underflows to exactly 0, and no inf - inf NaN in the backward
+
+
+def paths(backend: str | None = None) -> dict:
+    """The compute paths for `backend` (default: `jax.default_backend()`, the platform jit compiles for)."""
+    return BACKEND_PATHS.get(backend or jax.default_backend(), DEFAULT_PATHS)
+
+
+def dense(x, w, n_in: int = 1):
+    """Contract the last `n_in` dims of x with the first `n_in` dims of w (an einsum like "btd,dhk->bthk").
+
+    With `flat_dots` the leading dims of x are flattened so XLA sees one [rows, in] x [in, out] matmul."""
+    lead, inner, out = x.shape[:x.ndim - n_in], x.shape[x.ndim - n_in:], w.shape[n_in:]
+    if not paths()["flat_dots"]:
+        return jnp.tensordot(x, w, n_in)
+    k = math.prod(inner)
+    return (x.reshape(-1, k) @ w.reshape(k, -1)).reshape(*lead, *out)
+
+
+def causal_attention(q, k, v, window: int = 0):
+    """softmax(q k^T / sqrt(d) + causal mask) v for q [B, T, H, d], k, v [B, T, Hkv, d] -> [B, T, H, d].
+
+    Query head h reads kv head h // (H / Hkv): the G = H / Hkv query heads of a group are stacked along the
+    query axis, so k and v are never repeated. `window` > 0 keeps the keys s > t - window (sliding window)."""
+    b, t, h, d = q.shape
+    hkv = k.shape[2]
+    g = h // hkv
+    qg = jnp.transpose(q.reshape(b, t, hkv, g, d), (0, 2, 3, 1, 4)).reshape(b, hkv, g * t, d)
+    kt, vt = jnp.transpose(k, (0, 2, 1, 3)), jnp.transpose(v, (0, 2, 1, 3))
+    qg = qg * jnp.asarray(1.0 / math.sqrt(d), q.dtype)
+    logits = jnp.einsum("bhtd,bhsd->bhts", qg, kt, preferred_element_type=jnp.float32)
+    pos = jnp.arange(t)
+    vis = pos[None, :] <= pos[:, None]
+    if window:
+        vis &= pos[None, :] > pos[:, None] - window
+    logits = logits + jnp.tile(jnp.where(vis, 0.0, NEG_INF), (g, 1))
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    y = jnp.einsum("bhts,bhsd->bhtd", probs, vt)                                   # [B, Hkv, G*T, d]
+    return jnp.transpose(y.reshape(b, hkv, g, t, d), (0, 3, 1, 2, 4)).reshape(b, t, h, d)
