@@ -62,7 +62,7 @@ def make_train_step(graphdef, optimizer, t, *, capture=(), stats_fn=None):
                      "step": state["step"] + 1}
         metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite}
         if stats_fn is not None:
-            metrics.update(stats_fn(inter))
+            metrics.update(stats_fn(inter, inputs=first["inputs"]))
         return new_state, metrics
 
     return step
