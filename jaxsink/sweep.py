@@ -20,8 +20,9 @@ from jaxsink.config import ConfigError, load_config, to_dict
 log = logging.getLogger("jaxsink")
 
 # base config per scale; tiny adds the CPU recipe under which sinks and a position-0 spike appear
-BASES = {"tiny": ("tiny_sinks", []), "small": ("small", []), "paper": ("paper_7b", [])}
-STATS_EVERY = {"tiny": 100, "small": 500, "paper": 1000}
+BASES = {"tiny": ("tiny_sinks", []), "small": ("small", []), "paper": ("paper_7b", []),
+         "bb": ("bb_cpu", [])}     # bb: Guo et al.'s Bigram-Backcopy testbed, reduced for 2 CPU cores
+STATS_EVERY = {"tiny": 100, "small": 500, "paper": 1000, "bb": 100}
 
 
 def experiments() -> list[str]:
