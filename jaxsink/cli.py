@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="train and probe every variant of a paper table; write results and a report")
     sw.add_argument("experiment", help="table3_optimization, table4_ffn, table5_norm, table6_heads, table7_gates, "
                                        "table8_context or prior_work")
-    sw.add_argument("--scale", default="tiny", choices=("tiny", "small", "paper"))
+    sw.add_argument("--scale", default="tiny", choices=("tiny", "small", "paper", "bb"))
     sw.add_argument("--workdir", required=True)
     sw.add_argument("--only", nargs="+", help="run these variants only")
     sw.add_argument("--dry-run", action="store_true", help="print the plan (one train command per variant)")

@@ -18,8 +18,8 @@ import ml_collections
 
 NORM_PLACEMENTS = ("pre", "post", "sandwich", "sandwich_qk", "none")
 NORM_TYPES = ("rmsnorm", "layernorm", "dyt")
-FFNS = ("swiglu", "gelu", "linear", "attention")
-ATTENTIONS = ("softmax", "sink_logit", "softmax1", "sigmoid", "k_bias", "kv_bias")
+FFNS = ("swiglu", "gelu", "linear", "attention", "relu")
+ATTENTIONS = ("softmax", "sink_logit", "softmax1", "sigmoid", "k_bias", "kv_bias", "relu")
 GATES = ("none", "cond_channel", "cond_head", "cond_single", "uncond_channel", "uncond_head",
          "uncond_single", "static_position", "static_token")
 POSITIONS = ("rope", "nope", "learned", "alibi")
@@ -46,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
         position="rope", rope_theta=10000.0, max_seq_len=4096, sliding_window=0,
         tie_embeddings=False, qkv_bias=False,
         dyt_alpha_init=0.5, init_std=0.02, dtype="float32",
+        embed_init_std=0.0,      # token/position embeddings' init std; 0: init_std (Guo et al.: 1.0, torch default)
         fused_attention=True,    # jax.nn.dot_product_attention when probabilities are not captured
         rope_scaling=(),         # () or Llama-3 (factor, low_freq_factor, high_freq_factor, original_max_pos)
         remat="none",            # rematerialise each layer in the backward pass: none | full | dots | dots_no_batch
@@ -237,6 +238,7 @@ def _validate_model(m) -> None:
     _check(m.sliding_window >= 0, "model.sliding_window", "must be >= 0 (0 = full causal attention)")
     _check(m.norm_eps > 0, "model.norm_eps", "must be positive")
     _check(m.init_std > 0, "model.init_std", "must be positive")
+    _check(m.embed_init_std >= 0, "model.embed_init_std", "must be >= 0 (0 = init_std)")
     if m.norm_placement == "none":
         _check(not m.qk_norm, "model.qk_norm", "norm_placement=none means no normalisation at all")
 
@@ -265,6 +267,8 @@ def _validate_data(d) -> None:
     _one_of(d.tokenizer, "data.tokenizer", TOKENIZERS)
     _check(bool(d.corpus), "data.corpus", "must name a corpus or a path")
     _check(0 < d.heldout_fraction < 1, "data.heldout_fraction", "must be in (0, 1)")
+    if d.corpus == "bb_guo":
+        _check(d.tokenizer == "byte", "data.tokenizer", "the generated bb_guo corpus uses the byte tokenizer")
     if d.tokenizer == "bpe":
         _check(d.bpe_vocab_size >= 300, "data.bpe_vocab_size", "must be >= 300 (256 bytes + merges)")
 

@@ -24,8 +24,9 @@ from jaxsink.train.stats import training_stats
 log = logging.getLogger("jaxsink")
 
 # base config per scale; tiny adds the CPU recipe under which sinks and a position-0 spike appear
-BASES = {"tiny": ("tiny_sinks", []), "small": ("small", []), "paper": ("paper_7b", [])}
-STATS_EVERY = {"tiny": 100, "small": 500, "paper": 1000}
+BASES = {"tiny": ("tiny_sinks", []), "small": ("small", []), "paper": ("paper_7b", []),
+         "bb": ("bb_cpu", [])}     # bb: Guo et al.'s Bigram-Backcopy testbed, reduced for 2 CPU cores
+STATS_EVERY = {"tiny": 100, "small": 500, "paper": 1000, "bb": 100}
 
 
 def plan(name: str, scale: str, only=None, extra=()) -> list[tuple[str, list[str]]]:

@@ -52,6 +52,8 @@ def attention_probs(q, k, *, kind: str, q_pos, k_pos, window: int = 0, keep_firs
         vis = vis & ~(jnp.asarray(drop_first_key)[:, None, None] & dropped[None])[None]
     if kind == "sigmoid":
         return jnp.where(vis, jax.nn.sigmoid(logits + sigmoid_bias), 0.0), None
+    if kind == "relu":   # Guo et al. 2024 (BBM/model.py): relu(logit) / (t + 1), no normalisation
+        return jnp.where(vis, jax.nn.relu(logits), 0.0) / (q_pos[:, None] + 1.0).astype(jnp.float32), None
     logits = jnp.where(vis, logits, -jnp.inf)
     if extra_logit is None:
         return jax.nn.softmax(logits, axis=-1), None

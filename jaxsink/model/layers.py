@@ -121,6 +121,14 @@ class GeluMLP(nnx.Module):
         return dense(jax.nn.gelu(dense(x, self.w_in[...].astype(dt)), approximate=True), self.w_out[...].astype(dt))
 
 
+class ReluMLP(GeluMLP):
+    """The two-layer ReLU FFN of Guo et al. 2024's Bigram-Backcopy model (`BBM/model.py`, FeedForward)."""
+
+    def __call__(self, x, ctx):
+        dt = x.dtype
+        return jax.nn.relu(x @ self.w_in[...].astype(dt)) @ self.w_out[...].astype(dt)
+
+
 class LinearFFN(nnx.Module):
     """A single d_model x d_model linear layer in place of the FFN (paper Table 4)."""
 

@@ -32,6 +32,7 @@ class ModelSpec:
     qkv_bias: bool = False
     dyt_alpha_init: float = 0.5
     init_std: float = 0.02
+    embed_init_std: float = 0.0  # 0: init_std
     dtype: str = "float32"
     fused_attention: bool = True
     rope_scaling: tuple = ()     # () or Llama-3 (factor, low_freq_factor, high_freq_factor, original_max_pos)

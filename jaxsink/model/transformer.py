@@ -13,11 +13,11 @@ from flax import nnx
 from jaxsink.model.attention import Attention
 from jaxsink.model.capture import BlockOutput, NormedInput, Residual, capture_types
 from jaxsink.model.interventions import NO_INTERVENTIONS, Interventions
-from jaxsink.model.layers import GeluMLP, LinearFFN, Norm, SwiGLU, param
+from jaxsink.model.layers import GeluMLP, LinearFFN, Norm, ReluMLP, SwiGLU, param
 from jaxsink.model.partitioning import BATCH, EMBED, LENGTH, VOCAB, constrain
 from jaxsink.model.spec import ModelSpec
 
-FFN_MIXERS = {"swiglu": SwiGLU, "gelu": GeluMLP, "linear": LinearFFN, "attention": Attention}
+FFN_MIXERS = {"swiglu": SwiGLU, "gelu": GeluMLP, "linear": LinearFFN, "attention": Attention, "relu": ReluMLP}
 # `model.remat`: what the backward pass may keep from each layer's forward (the rest is recomputed)
 REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
                   "dots": jax.checkpoint_policies.checkpoint_dots,
@@ -64,9 +64,10 @@ class Transformer(nnx.Module):
     def __init__(self, spec: ModelSpec, rngs: nnx.Rngs):
         self.spec = spec
         d, v = spec.d_model, spec.vocab_size
-        self.embed = param(rngs, (v, d), ("vocab", "embed"), spec.init_std)
+        e_std = spec.embed_init_std or spec.init_std
+        self.embed = param(rngs, (v, d), ("vocab", "embed"), e_std)
         if spec.position == "learned":
-            self.pos_embed = param(rngs, (spec.max_seq_len, d), ("position", "embed"), spec.init_std)
+            self.pos_embed = param(rngs, (spec.max_seq_len, d), ("position", "embed"), e_std)
         self.blocks = nnx.List([Block(spec, i + 1, rngs) for i in range(spec.n_blocks)])
         if spec.norm_placement != "none":
             self.final_norm = Norm(spec.norm_type, d, spec.norm_eps, spec.dyt_alpha_init)

@@ -20,7 +20,7 @@ from jaxsink.stats.activations import host_unless_traced, probe_jit
 
 # ------------------------------------------------------------------ what the sink statistics read
 
-UNNORMALISED = ("sigmoid",)   # attention kinds whose rows do not sum to one by construction
+UNNORMALISED = ("sigmoid", "relu")   # attention kinds whose rows do not sum to one by construction
 
 
 @probe_jit

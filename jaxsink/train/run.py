@@ -11,6 +11,7 @@ any compute, without touching the checkpoints. Workdirs and checkpoints from bef
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from jaxsink import sharding
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxsink.model import ModelSpec, abstract_model, build, map_variables, split
+from jaxsink.data import bb_guo
 from jaxsink.model.loaded import LoadedModel
 from jaxsink.model.partitioning import partitioned
 from jaxsink.data.tokenizer import describe_fingerprint, same_tokenizer
@@ -150,8 +152,10 @@ class Run:
 
     def train_batch(self, step: int) -> dict:
         t = self.cfg.train
-        inputs, targets = data_lib.train_batch(self.splits.train, seed=t.seed, step=step, batch_size=t.batch_size,
-                                               seq_len=t.seq_len, bos_id=self.tokenizer.bos_id)
+        make = bb_guo.train_batch if self.cfg.data.corpus == bb_guo.NAME else \
+            functools.partial(data_lib.train_batch, self.splits.train)
+        inputs, targets = make(seed=t.seed, step=step, batch_size=t.batch_size, seq_len=t.seq_len,
+                               bos_id=self.tokenizer.bos_id)
         shape = (t.grad_accum, t.batch_size // t.grad_accum, t.seq_len)
         sh = self.batch_sharding()
         return {"inputs": global_array(inputs.reshape(shape), sh), "targets": global_array(targets.reshape(shape), sh)}
@@ -179,6 +183,10 @@ def load_data(cfg, workdir: pathlib.Path):
     The tokenizer is checked against the fingerprint the workdir recorded when it started training (if any)
     before the corpus is encoded; a retrained BPE is saved only when it passes that check."""
     workdir = pathlib.Path(workdir)
+    if cfg.data.corpus == bb_guo.NAME:    # generated sequences, one per row from BOS (byte ids)
+        tokenizer = data_lib.ByteTokenizer()
+        check_workdir_tokenizer(cfg, workdir, tokenizer)
+        return tokenizer, bb_guo.token_splits(cfg.train.seq_len)
     docs = data_lib.load_corpus(cfg.data.corpus)
     if cfg.data.tokenizer == "byte":
         tokenizer, unsaved = data_lib.ByteTokenizer(), False

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxsink.data import bb_guo
 from jaxsink.model import collect
 from jaxsink import stats
+from jaxsink.stats.bos_sink import bos_stats
 
 CAPTURE = ("residual", "attn_probs")
 
@@ -25,8 +27,9 @@ def training_stats(cfg):
     n_blocks = 2 * cfg.model.n_layers
     eps, t_sink = cfg.stats.sink_eps, min(cfg.stats.sink_seq_len, cfg.train.seq_len)
     kind = cfg.model.attention
+    triggers = bb_guo.shipped_task().trigger_ids if cfg.data.corpus == bb_guo.NAME else None
 
-    def stats_fn(inter) -> dict:
+    def stats_fn(inter, inputs=None) -> dict:
         c = collect(inter, n_blocks)
         per_block = [stats.magnitude_stats(c["residual"][i]) for i in range(1, n_blocks + 1)]
         top1 = jnp.stack([m["top3"][:, 0] for m in per_block])                  # [n_blocks, B]
@@ -46,6 +49,8 @@ def training_stats(cfg):
         if flags:
             out["sink_ratio"] = stats.sink_ratio(jnp.stack(flags))
             out["first_token_mass"] = jnp.stack(mass)
+        if triggers is not None and inputs is not None:   # Guo et al.'s BOS-sink dynamics (bb_guo corpus)
+            out.update(bos_stats(c, inputs, triggers, n_blocks))
         return out
 
-    return CAPTURE, stats_fn
+    return (CAPTURE + ("qkv",) if triggers is not None else CAPTURE), stats_fn

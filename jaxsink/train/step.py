@@ -64,7 +64,8 @@ def make_train_step(graphdef, optimizer, t, *, capture=(), stats_fn=None, stats_
         metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite}
         if stats_fn is not None:
             rows = first["inputs"][:stats_rows or None, :stats_positions or None]
-            metrics.update(stats_fn(apply(graphdef, jax.lax.stop_gradient(params), rows, capture)[1]))
+            captured = apply(graphdef, jax.lax.stop_gradient(params), rows, capture)[1]
+            metrics.update(stats_fn(captured, inputs=rows))
         return new_state, metrics
 
     return step

@@ -1,0 +1,190 @@
+"""The paper's sink-side claims on Guo et al.'s Bigram-Backcopy testbed, judged over seeds with intervals.
+
+`python -m jaxsink.bb_seeds EXPERIMENT --workdir DIR --seeds 0 1 2 [--config.key=value ...]` trains every
+variant of an `experiments/bb_*.py` file once per seed (`train.seed` sets both the initialisation and the
+data stream; each seed has its own folder DIR/seed_S/VARIANT, so re-running resumes or skips), measures
+each finished run on 64 held-out sequences (`measure`), and writes DIR/claims.md and DIR/claims.json.
+
+Metrics per run (the end-of-run model, held-out sequences of the training length, Guo et al.'s
+definitions in `jaxsink.stats.bos_sink`):
+- `bos_attention`: attention on BOS of non-trigger queries, mean over heads, max over attention layers;
+- `bos_sink_share`: share of (layer, head) pairs whose BOS attention of non-trigger queries is >= 0.5
+  (a head that is a BOS sink in Guo et al.'s sense);
+- `bos_spike`: ||h_0|| / median_t ||h_t|| of the residual stream, max over blocks (the massive activation
+  on the sink token); `bos_norm`: the largest ||h_0||; `loss`: held-out loss per token.
+
+Rules, fixed before any run (our choice; the paper states directions only). Intervals are 95% percentile
+bootstrap intervals over seeds (2,000 resamples, seeds resampled independently per variant, fixed RNG).
+SINK = 0.5 (Guo et al.'s threshold), FACTOR = 1.25 (the `jaxsink.claims` spike factor).
+- keeps_sink (a keeps b's BOS sink): inconclusive unless b's interval of bos_attention lies above SINK;
+  then agrees if a's lies above SINK, disagrees if a's lies below SINK, else inconclusive.
+- removes_sink (a removes b's sink): with b's sink formed as above, agrees if a's interval lies below SINK,
+  disagrees if above, else inconclusive.
+- cuts_spike (a's massive activation on BOS below b's): interval of mean(a)/mean(b) of `bos_norm` (the
+  absolute ||h_0||, the quantity Guo et al. plot and, like the paper's spike, not divided by other
+  positions); agrees if it lies below 1/FACTOR, disagrees if it lies above 1/FACTOR, else inconclusive.
+- keeps_spike: agrees if that ratio's interval lies within [1/FACTOR, FACTOR], disagrees if it lies
+  entirely outside, else inconclusive.
+- more_sink (a has more BOS sink than b): interval of mean(a) - mean(b) of the metric; agrees if it lies
+  above 0, disagrees if below 0, else inconclusive.
+- A comparison is inconclusive when a variant's mean held-out loss is more than 1.5x the other's (did
+  not train comparably), as in `jaxsink.claims`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+SINK = 0.5
+FACTOR = 1.25
+TRAINED_RATIO = 1.5
+RESAMPLES = 2000
+MEASURE_SEQUENCES = 64
+
+
+def bootstrap(values, stat=np.mean, other=None, op=None, seed: int = 0) -> tuple[float, float, float]:
+    """(point, low, high): `stat` of `values` (or op(stat(values), stat(other))) with a 95% percentile
+    bootstrap interval, seeds resampled with replacement (independently for `other`)."""
+    rng = np.random.default_rng(seed)
+    a = np.asarray(values, np.float64)
+    point = stat(a) if other is None else op(stat(a), stat(np.asarray(other, np.float64)))
+    draws = []
+    for _ in range(RESAMPLES):
+        x = stat(a[rng.integers(0, len(a), len(a))])
+        if other is not None:
+            b = np.asarray(other, np.float64)
+            x = op(x, stat(b[rng.integers(0, len(b), len(b))]))
+        draws.append(x)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(point), float(low), float(high)
+
+
+def judge(kind: str, a: dict, b: dict) -> tuple[str, str]:
+    """(verdict, evidence) for one claim on {metric: [value per seed]} of variants a and b."""
+    if max(np.mean(a["loss"]), np.mean(b["loss"])) > TRAINED_RATIO * min(np.mean(a["loss"]), np.mean(b["loss"])):
+        return "inconclusive", f"held-out loss {np.mean(a['loss']):.2f} vs {np.mean(b['loss']):.2f}: not trained comparably"
+    if kind in ("keeps_sink", "removes_sink"):
+        ia, ib = bootstrap(a["bos_attention"]), bootstrap(b["bos_attention"])
+        ev = f"BOS attention {_iv(ia)} vs {_iv(ib)}"
+        if ib[1] < SINK:
+            return "inconclusive", ev + f" (the reference has no sink: interval not above {SINK})"
+        above, below = ia[1] >= SINK, ia[2] < SINK
+        if kind == "keeps_sink":
+            return ("agrees" if above else "disagrees" if below else "inconclusive"), ev
+        return ("agrees" if below else "disagrees" if above else "inconclusive"), ev
+    if kind in ("cuts_spike", "keeps_spike"):
+        r = bootstrap(a["bos_norm"], other=b["bos_norm"], op=lambda x, y: x / y)
+        ev = f"BOS norm ratio {_iv(r)} ({np.mean(a['bos_norm']):.1f} vs {np.mean(b['bos_norm']):.1f})"
+        if kind == "cuts_spike":
+            return ("agrees" if r[2] < 1 / FACTOR else "disagrees" if r[1] > 1 / FACTOR else "inconclusive"), ev
+        inside = 1 / FACTOR <= r[1] and r[2] <= FACTOR
+        outside = r[2] < 1 / FACTOR or r[1] > FACTOR
+        return ("agrees" if inside else "disagrees" if outside else "inconclusive"), ev
+    if kind == "more_sink":
+        d = bootstrap(a["bos_attention"], other=b["bos_attention"], op=lambda x, y: x - y)
+        ev = f"BOS attention difference {_iv(d)} ({np.mean(a['bos_attention']):.3f} vs {np.mean(b['bos_attention']):.3f})"
+        return ("agrees" if d[1] > 0 else "disagrees" if d[2] < 0 else "inconclusive"), ev
+    raise ValueError(f"unknown claim kind {kind!r}")
+
+
+def _iv(t) -> str:
+    return f"{t[0]:.3g} [{t[1]:.3g}, {t[2]:.3g}]"
+
+
+def measure(workdir) -> dict:
+    """The metrics above for the latest checkpoint of a bb_guo workdir."""
+    import jax
+    import jax.numpy as jnp
+    from jaxsink.data import bb_guo
+    from jaxsink.model import apply, collect
+    from jaxsink.stats import bos_sink
+    from jaxsink.train.run import Run, evaluate, load_workdir_config
+    run = Run.create(load_workdir_config(workdir), workdir)
+    params, step = run.restore_params()
+    t = run.cfg.train.seq_len
+    targets = run.splits.heldout[: MEASURE_SEQUENCES * t].reshape(MEASURE_SEQUENCES, t)
+    inputs = jnp.asarray(np.concatenate([np.full((MEASURE_SEQUENCES, 1), run.tokenizer.bos_id), targets[:, :-1]], 1),
+                         jnp.int32)
+    with jax.set_mesh(run.mesh):
+        _, inter = jax.jit(lambda p, x: apply(run.graphdef, p, x, ("residual", "attn_probs")))(params, inputs)
+    c = collect(inter, run.spec.n_blocks)
+    mask = bos_sink.nontrigger_queries(inputs, bb_guo.shipped_task().trigger_ids)
+    heads = np.stack([np.asarray(bos_sink.bos_attention(c["attn_probs"][b], mask)) for b in sorted(c["attn_probs"])])
+    ratio = [float(bos_sink.bos_residual_ratio(c["residual"][i])) for i in range(1, run.spec.n_blocks + 1)]
+    norm = [float(bos_sink.bos_residual_norm(c["residual"][i])) for i in range(1, run.spec.n_blocks + 1)]
+    return {"step": step, "bos_attention": float(heads.mean(axis=1).max()), "bos_sink_share": float((heads >= SINK).mean()),
+            "bos_attention_heads": heads.tolist(), "bos_spike": max(ratio), "bos_norm": max(norm),
+            "loss": evaluate(run, params, MEASURE_SEQUENCES)["heldout_loss"]}
+
+
+def run_seeds(name: str, workdir, seeds, extra=(), only=None, progress: bool = False) -> dict:
+    """Train and measure every (seed, variant); returns {variant: {metric: [value per seed]}}."""
+    from jaxsink.config import load_config, validate
+    from jaxsink.sweep import BASES, load_experiment
+    from jaxsink.train.loop import train
+    from jaxsink.train.stats import training_stats
+    exp = load_experiment(name)
+    base_name = BASES["bb"][0]
+    variants = exp.variants("bb", load_config(base_name, list(extra)))
+    variants = {k: v for k, v in variants.items() if not only or k in only}
+    configs = {(s, v): load_config(base_name, [*extra, f"train.seed={s}", *o]) for s in seeds for v, o in variants.items()}
+    for cfg in configs.values():
+        validate(cfg)      # every run is checked before any training
+    table: dict = {}
+    for (s, v), cfg in configs.items():
+        vdir = pathlib.Path(workdir) / f"seed_{s}" / v
+        done = vdir / "measure.json"
+        if not done.exists():
+            train(cfg, vdir, progress=progress, stats=training_stats(cfg))
+            done.write_text(json.dumps(measure(vdir), indent=2))
+        row = json.loads(done.read_text())
+        for k in ("bos_attention", "bos_sink_share", "bos_spike", "bos_norm", "loss"):
+            table.setdefault(v, {}).setdefault(k, []).append(row[k])
+    return table
+
+
+def report(name: str, table: dict, workdir) -> str:
+    from jaxsink.sweep import load_experiment
+    exp = load_experiment(name)
+    lines = [f"# {exp.TITLE}", "", "Mean over seeds [95% bootstrap interval]; rules in `jaxsink/bb_seeds.py`.", "",
+             "| variant | seeds | BOS attention (non-trigger) | BOS sink heads | max BOS norm | BOS norm / median | held-out loss |",
+             "|---|---|---|---|---|---|---|"]
+    for v, m in table.items():
+        lines.append(f"| {v} | {len(m['loss'])} | {_iv(bootstrap(m['bos_attention']))} | "
+                     f"{_iv(bootstrap(m['bos_sink_share']))} | {_iv(bootstrap(m['bos_norm']))} | "
+                     f"{np.mean(m['bos_spike']):.2f} | {np.mean(m['loss']):.3f} |")
+    lines += ["", "| paper's claim | verdict | evidence |", "|---|---|---|"]
+    verdicts = []
+    for text, kind, a, b in exp.BOS_CLAIMS:
+        if a in table and b in table:
+            v, ev = judge(kind, table[a], table[b])
+        else:
+            v, ev = "not run", f"{a if a not in table else b} was not run"
+        verdicts.append({"claim": text, "kind": kind, "a": a, "b": b, "verdict": v, "evidence": ev})
+        lines.append(f"| {text} | **{v}** | {ev} |")
+    out = pathlib.Path(workdir)
+    (out / "claims.json").write_text(json.dumps({"experiment": name, "table": table, "claims": verdicts}, indent=2))
+    (out / "claims.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from jaxsink.cli import _split_overrides
+    rest, overrides = _split_overrides(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m jaxsink.bb_seeds", description=__doc__.split("\n")[0])
+    p.add_argument("experiment")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--only", nargs="+")
+    args = p.parse_args(rest)
+    table = run_seeds(args.experiment, args.workdir, args.seeds, overrides, args.only)
+    print(report(args.experiment, table, args.workdir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
