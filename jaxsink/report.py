@@ -14,7 +14,9 @@ def write_report(workdir, name: str, scale: str, results: dict, experiment) -> p
     workdir = pathlib.Path(workdir)
     (workdir / "results.json").write_text(json.dumps({"experiment": name, "scale": scale, "variants": {
         k: {m: v.get(m) for m in ("perplexity", "sink_ratio", "spike", "params", "tokens", "config_overrides",
-                                  "sink1_gu", "spike_top1_over_median", "spike_position", "bits_per_byte")}
+                                  "sink1_gu", "spike_top1_over_median", "spike_position", "bits_per_byte",
+                                  "first_token_mass_mean", "seeds", "n_seeds", "seed_values", "per_sequence_sd",
+                                  "n_sequences", "folder")}
         for k, v in results.items()}}, indent=2))
     figures = _figures(workdir, results)
     lines = [f"# {experiment.TITLE} ({scale} scale)", "",
@@ -45,7 +47,8 @@ def table_lines(results: dict, experiment) -> list[str]:
 def _figures(workdir: pathlib.Path, results: dict) -> list[str]:
     spike, sink, life = {}, {}, {}
     for variant in results:
-        rows = [r for r in read_metrics(workdir / variant.replace("/", "_") / "metrics.jsonl") if "sink_ratio" in r]
+        folder = results[variant].get("folder") or variant.replace("/", "_")     # with seeds: the first seed's
+        rows = [r for r in read_metrics(workdir / folder / "metrics.jsonl") if "sink_ratio" in r]
         spike[variant] = ([r["step"] for r in rows], [r["spike"] for r in rows])
         sink[variant] = ([r["step"] for r in rows], [r["sink_ratio"] for r in rows])
         lc = results[variant].get("life_cycle", [])

@@ -22,6 +22,8 @@ from flax import nnx
 
 from jaxsink.model import ModelSpec, apply, collect
 from jaxsink.probe import plots, stats
+from jaxsink.probe.sampling import sample_windows
+from jaxsink.stats.per_sequence import per_sequence
 
 log = logging.getLogger("jaxsink")
 DENSE_LIMIT = 1024        # longer sequences get their attention statistics in query blocks
@@ -58,6 +60,8 @@ class ProbeOptions:
     vocab_position: int = 16
     vocab_sample: int = 1024         # ids probed (evenly spaced); 0 = the whole vocabulary
     interventions: bool = True
+    sample: str = "random"           # random (seeded, over the whole text) | consecutive (the first chunks)
+    sample_seed: int = 0
     plots: bool = True
     progress: bool = True
 
@@ -145,7 +149,9 @@ def probe(model: Probed, text: str, out_dir, opts: ProbeOptions = ProbeOptions()
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     bos = model.bos if opts.bos is None else opts.bos
-    seqs = sequences(model.tokenizer, text, opts.seq_len, opts.num_sequences, bos)
+    sample = sample_windows(model.tokenizer.encode(text), opts.seq_len, opts.num_sequences, bos,
+                            model.tokenizer.bos_id, seed=opts.sample_seed, method=opts.sample)
+    seqs = sample.tokens
     spec = model.spec
     bar = _bar(opts.progress, 6)
     criterion, p1 = _choose_criterion(model, seqs, opts)
@@ -155,7 +161,7 @@ def probe(model: Probed, text: str, out_dir, opts: ProbeOptions = ProbeOptions()
     heads = _head_table(p1, spec)
     result = {
         "source": model.source, "model": dataclasses.asdict(spec), "seq_len": opts.seq_len,
-        "num_sequences": int(len(seqs)), "bos": bos, "sink_eps": opts.sink_eps,
+        "num_sequences": int(len(seqs)), "sample": sample.record(), "bos": bos, "sink_eps": opts.sink_eps,
         "criterion": dataclasses.asdict(criterion),
         "loss": float(np.mean(p1["nll"])),
         "spike_top1": stats.spike_top1([p1["blocks"][i]["residual"]["top3"][:, 0] for i in range(1, spec.n_blocks + 1)]),
@@ -164,6 +170,7 @@ def probe(model: Probed, text: str, out_dir, opts: ProbeOptions = ProbeOptions()
         "sink1_gu": float(np.mean([h["gu_alpha1"] > opts.sink_eps for h in p1["heads"].values()]))
         if p1["heads"] else 0.0,
         "blocks": blocks, "heads": heads,
+        "per_sequence": per_sequence(p1, spec.n_blocks, spike["spike_peak_block"], opts.sink_eps),
     }
     bar.update(1)
     result["life_cycle_values"], result["silu"], result["sink_keys"] = _pass2(model, seqs, opts, result)
@@ -500,4 +507,5 @@ def probe_workdir_summary(workdir, **kw) -> dict:
     return json_safe({"sink_ratio": r["sink_ratio"], "spike": r["spike_top1"], "sink1_gu": r["sink1_gu"],
             "spike_top1_over_median": r["spike_top1_over_median"], "spike_position": r["spike_position"],
             "first_token_mass": [float(np.mean([h["first_token_mass"] for h in row])) for row in r["heads"]],
+            "per_sequence": r["per_sequence"], "sample": r["sample"],
             "life_cycle": [{k: b[k] for k in ("index", "residual_top3", "residual_median")} for b in r["blocks"]]})

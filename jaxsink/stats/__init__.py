@@ -1,0 +1,1 @@
+"""Pure spike / sink statistics and their uncertainty (no model code here)."""
