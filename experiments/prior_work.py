@@ -2,15 +2,19 @@
 sinks and spikes (Gu et al. 2025; Sun et al. 2024); a learnable sink logit and softmax-off-by-one give the
 heads somewhere else to put their mass (gpt-oss; Miller 2023)."""
 
+from jaxsink.claims import Claim, PaperRow
+
 TITLE = "Prior work - attention normalisers and biases"
 PAPER = {}
 
 
-# prior-work claims: (text, metric, a, relation, b); judged by jaxsink.claims
+# prior-work claims (Claim: text, metric, a, relation, b); judged by jaxsink.claims
 CLAIMS = [
-    ("Sigmoid attention without normalisation has no sinks (Gu et al. 2025)", "sink_ratio", "sigmoid", "<", "softmax"),
-    ("Learnable key/value biases remove the massive activation (Sun et al. 2024)", "spike", "kv_bias", "<", "softmax"),
-    ("A learnable sink logit takes the place of sink heads (gpt-oss)", "sink_ratio", "sink_logit", "<", "softmax"),
+    Claim("Sigmoid attention without normalisation has no sinks (Gu et al. 2025)", "sink_ratio", "sigmoid", "<", "softmax"),
+    Claim("Learnable key/value biases remove the massive activation (Sun et al. 2024)", "spike", "kv_bias", "<", "softmax"),
+    Claim("Without normalisation no massive activation forms (Gu et al. 2025; confounded: an unnormalised "
+          "output sums about t/2 value vectors, so |h| grows with position)", "spike", "sigmoid", "<", "softmax"),
+    Claim("A learnable sink logit takes the place of sink heads (gpt-oss)", "sink_ratio", "sink_logit", "<", "softmax"),
 ]
 
 

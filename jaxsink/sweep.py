@@ -113,7 +113,9 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
     write_report(workdir, name, scale, results, load_experiment(name))
     return {"experiment": name, "scale": scale, "workdir": str(workdir),
             "report": str(workdir / "report.md"), "variants": {
-                k: {m: v[m] for m in ("perplexity", "sink_ratio", "spike")} for k, v in results.items()}}
+                k: {m: v[m] for m in ("perplexity", "sink_ratio", "spike", "spike_top1_over_median", "seeds",
+                                      "n_seeds", "per_sequence_sd", "n_sequences") if m in v}
+                for k, v in results.items()}}
 
 
 def _safe(variant: str) -> str:
