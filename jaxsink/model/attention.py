@@ -27,13 +27,14 @@ def visible_mask(q_pos, k_pos, window: int, keep_first: int = 0):
 
 
 def attention_probs(q, k, *, kind: str, q_pos, k_pos, window: int = 0, keep_first: int = 0, alibi=None,
-                    extra_logit=None, sigmoid_bias: float = 0.0, drop_first_key=None):
+                    extra_logit=None, sigmoid_bias: float = 0.0, drop_first_key=None, drop_key=None):
     """Probabilities [B, H, Tq, Tk] over real keys, and the extra slot's mass [B, H, Tq] (or None).
 
     q: [B, Tq, H, d] (already QK-normed and rotated), k: [B, Tk, Hkv, d]; query head h reads kv head
     h // (H / Hkv). `extra_logit` [B, H, Tq] is the logit of the always-visible extra slot
     (sink logit, 0 for softmax-off-by-one, q.k_bias for key biases). `drop_first_key` [H] bool hides key 0
-    from the queries t >= 1 of those heads (an intervention on the sink; query 0 keeps its only key).
+    from the queries t >= 1 of those heads (an intervention on the sink; query 0 keeps its only key);
+    `drop_key` [H] int hides key drop_key[h] from the queries t > drop_key[h] of head h (-1: none).
     Computed in float32.
     """
     b, tq, h, d = q.shape
@@ -48,6 +49,9 @@ def attention_probs(q, k, *, kind: str, q_pos, k_pos, window: int = 0, keep_firs
     if drop_first_key is not None:
         dropped = (k_pos[None, :] == 0) & (q_pos[:, None] > 0)
         vis = vis & ~(jnp.asarray(drop_first_key)[:, None, None] & dropped[None])[None]
+    if drop_key is not None:
+        kh = jnp.asarray(drop_key)[:, None, None]
+        vis = vis & ~((k_pos[None, None, :] == kh) & (q_pos[None, :, None] > kh) & (kh >= 0))[None]
     if kind == "sigmoid":
         return jnp.where(vis, jax.nn.sigmoid(logits + sigmoid_bias), 0.0), None
     logits = jnp.where(vis, logits, -jnp.inf)
@@ -135,7 +139,8 @@ class Attention(nnx.Module):
             keep_first=over.get("keep_first", 0),
             alibi=alibi_slopes(spec.n_heads) if spec.position == "alibi" else None,
             extra_logit=self._extra_logit(q), sigmoid_bias=spec.sigmoid_bias,
-            drop_first_key=over.get("drop_first_key", {}).get(ctx["block"]))
+            drop_first_key=over.get("drop_first_key", {}).get(ctx["block"]),
+            drop_key=over.get("drop_key", {}).get(ctx["block"]))
         self.sow(AttnProbs, "attn_probs", probs)
         return self._mix_values(probs, extra, v)
 

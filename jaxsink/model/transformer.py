@@ -136,7 +136,8 @@ def forward(model: Transformer, tokens, capture=(), interventions=None):
     `interventions` (for probes): {"residual_edits": {block: (mask, value)}} overwrites the residual stream
     after a block where mask is True (Sun et al.'s zero/mean ablation of spike channels);
     {"attention": {"window": W, "keep_first": k}} applies StreamingLLM window attention in every attention
-    block; {"attention": {"drop_first_key": {block: bool[H]}}} hides the sink position from chosen heads.
+    block; {"attention": {"drop_first_key": {block: bool[H]}}} hides the sink position from chosen heads,
+    {"attention": {"drop_key": {block: int[H]}}} hides each head's own key (-1: none).
     Returns (logits, State | None).
     """
     types = capture_types(capture)

@@ -21,8 +21,11 @@ import numpy as np
 from flax import nnx
 
 from jaxsink.model import ModelSpec, apply, collect
+from jaxsink.probe import interventions_sun as sun
 from jaxsink.probe import plots, stats
 from jaxsink.probe.sampling import sample_windows
+from jaxsink.probe.spike_token_pass import spike_token_statistics
+from jaxsink.stats.spike_tokens import life_cycles
 from jaxsink.stats.per_sequence import per_sequence
 
 log = logging.getLogger("jaxsink")
@@ -177,12 +180,17 @@ def probe(model: Probed, text: str, out_dir, opts: ProbeOptions = ProbeOptions()
     up, down = stats.life_cycle_blocks(result["life_cycle_values"]["residual"], result["life_cycle_values"]["output"]) \
         if result["spike_channels"] else ([], [])
     result["step_up_blocks"], result["step_down_blocks"] = up, down
-    result["near_constancy"] = _near_constancy(p1, spec, up)
+    result["life_cycles"] = life_cycles(result["life_cycle_values"]["residual"],
+                                        result["life_cycle_values"]["output"]) if result["spike_channels"] else []
     bar.update(1)
     result["mechanism"] = _mechanism(model, result)
     bar.update(1)
     if opts.vocab:
         result["vocab_spike_fraction"] = vocab_probe(model, seqs, criterion, opts)
+    result["near_constancy"] = spike_token_statistics(
+        model, seqs, result, p1, opts, result.get("vocab_spike_fraction", {}).pop("position_0_ids", ()))
+    result["sink_keys"] = {"spike_tokens": (result["near_constancy"]["spike_tokens"] or {}).get("sink_keys"),
+                           "pos0_trivial_under_bos": result["sink_keys"]}
     bar.update(1)
     if opts.interventions:
         result["interventions"] = interventions(model, seqs, result, p1, opts)
@@ -261,19 +269,6 @@ def _head_table(p1, spec) -> list[list[dict]]:
                        "sink_fraction": float(h["is_sink"][:, j].mean()),
                        "mean_distance": float(h["mean_distance"][:, j].mean())} for j in range(spec.n_heads)])
     return table
-
-
-def _near_constancy(p1, spec, step_up) -> dict:
-    """Mean pairwise cosine of RMSNorm(h) at position 0 across prompts, per block (Fig. 5), and the
-    multi-hotness of the normalised block input at position 0."""
-    cos = {i: float(stats.mean_pairwise_cosine(p1["blocks"][i]["pos0"])) for i in range(1, spec.n_blocks + 1)}
-    first = step_up[0] if step_up else None
-    hot = {i: jax.tree.map(lambda x: float(np.mean(x)), stats.multi_hotness(stats.rms_normalize(
-        p1["blocks"][i]["pos0"]))) for i in range(1, spec.n_blocks + 1)}
-    return {"pos0_cosine_per_block": cos,
-            "before_step_up": cos.get(first - 1) if first and first > 1 else None,
-            "after_step_up": cos.get(first) if first else None,
-            "pos0_multi_hotness_per_block": hot}
 
 
 def _pass2(model, seqs, opts, result):
@@ -378,15 +373,15 @@ def vocab_probe(model: Probed, seqs, criterion, opts) -> dict:
         later.append(np.asarray(spiky(model.params, jnp.asarray(atp), p)))
     first, later = np.concatenate(first), np.concatenate(later)
     return {"position_0": float(first.mean()), f"position_{p}": float(later.mean()), "vocab_size": int(vocab),
-            "ids_probed": int(len(ids_all)), "later_position": p}
+            "ids_probed": int(len(ids_all)), "later_position": p, "position_0_ids": ids_all[first].tolist()}
 
 
 # ------------------------------------------------------------------ interventions
 
 def interventions(model: Probed, seqs, result, p1, opts) -> dict:
-    """Loss changes under Sun et al.'s zero/mean ablation of the spike channels at the step-up block(s),
-    hiding the sink position from sink heads (vs as many non-sink heads), and StreamingLLM window attention
-    with and without the first tokens kept."""
+    """Loss changes under Sun et al.'s zero/mean ablation of each sequence's own spike tokens at the step-up
+    block, hiding each sink head's sink key (vs a matched random-head control), and StreamingLLM window
+    attention with and without the first tokens kept (`jaxsink.probe.interventions_sun`)."""
     spec = model.spec
     graphdef = model.graphdef
 
@@ -396,45 +391,53 @@ def interventions(model: Probed, seqs, result, p1, opts) -> dict:
         logits, _ = apply(graphdef, params, tokens, (), edits)
         return _nll(logits, tokens)
 
-    def loss(edits):
+    def loss(edits, per_sequence=None):
         attention = dict(edits.get("attention", {}))
         window = tuple((k, attention.pop(k)) for k in ("window", "keep_first") if k in attention)
-        edits = {**edits, "attention": attention}
-        return float(np.mean(np.concatenate([np.asarray(loss_fn(model.params, jnp.asarray(b), edits, window=window))
-                                             for b in _batches(seqs, opts.batch_size)])))
+        out = []
+        for s in range(0, len(seqs), opts.batch_size):
+            e = {**edits, "attention": attention, **(per_sequence(slice(s, s + opts.batch_size)) if per_sequence else {})}
+            out.append(np.asarray(loss_fn(model.params, jnp.asarray(seqs[s:s + opts.batch_size]), e, window=window)))
+        return float(np.mean(np.concatenate(out)))
 
     out = {"baseline": loss({})}
-    channels = result["spike_channels"]
-    blocks = result["step_up_blocks"] or ([result["spike_peak_block"]] if channels else [])
-    if channels and blocks:
-        t = seqs.shape[1]
+    channels = result["life_cycle_values"]["channels"] if result["spike_channels"] else []
+    blocks = result["step_up_blocks"] or ([result["spike_peak_block"]] if len(channels) else [])
+    if len(channels) and blocks:
         b0 = blocks[-1]
-        lc = result["life_cycle_values"]
-        channels = lc["channels"]
-        mask = np.zeros((1, t, spec.d_model), bool)
-        for pos in result["spike_positions"]:
-            mask[0, pos, channels] = True
-        mean_field = np.zeros((1, t, spec.d_model), np.float32)       # per (position, channel) mean over prompts
-        mean_field[0][:, channels] = lc["channel_means"][b0 - 1]
-        out["spike_channels_zero"] = loss({"residual_edits": {b0: (mask, 0.0)}})
-        out["spike_channels_mean"] = loss({"residual_edits": {b0: (mask, mean_field)}})
-        out["spike_edit_block"] = b0
+        flags = p1["blocks"][b0]["token_mask"]
+        values = _capture_all(model, seqs, "residual", b0, opts)[:, :, channels]
+        mask, mean = sun.sun_ablation(flags, values, channels, spec.d_model)
+        out["spike_channels_zero"] = loss({}, lambda sl: {"residual_edits": {b0: (mask[sl], 0.0)}})
+        out["spike_channels_mean"] = loss({}, lambda sl: {"residual_edits": {b0: (mask[sl], mean)}})
+        out["spike_edit"] = {"block": b0, "edited_tokens": int(flags.sum()), "channels": len(channels),
+                             "mean_shift": float(np.abs(values[flags] - mean[channels]).mean() /
+                                                 max(np.abs(values[flags]).mean(), 1e-30)) if flags.any() else 0.0}
     sink_heads = {row[0]["block"]: np.array([h["is_sink"] for h in row]) for row in result["heads"]}
     n_sink = int(sum(m.sum() for m in sink_heads.values()))
     if n_sink:
-        out["mask_sink_heads"] = loss({"attention": {"drop_first_key": sink_heads}})
+        keys = {i: sun.sink_keys(h["alpha_first_half"].mean(0)) for i, h in p1["heads"].items()}
+        out["mask_sink_heads"] = loss({"attention": {"drop_key": sun.drop_keys(sink_heads, keys)}})
         rng = np.random.default_rng(0)
-        others = [(b, j) for b, m in sink_heads.items() for j in np.nonzero(~m)[0]]
-        pick = rng.choice(len(others), size=min(n_sink, len(others)), replace=False) if others else []
-        control = {b: np.zeros(spec.n_heads, bool) for b in sink_heads}
-        for idx in pick:
-            control[others[idx][0]][others[idx][1]] = True
-        out["mask_random_non_sink_heads"] = loss({"attention": {"drop_first_key": control}})
+        controls = [sun.matched_control(sink_heads, rng) for _ in range(sun.CONTROL_DRAWS)]
+        out["mask_random_heads"] = float(np.mean([loss({"attention": {"drop_key": sun.drop_keys(c, keys)}})
+                                                  for c in controls]))
         out["masked_heads"] = n_sink
+        out["control"] = {"heads": n_sink, "draws": sun.CONTROL_DRAWS, "from": "all heads, without replacement",
+                          "key": "each head's argmax of alpha over k < T/2"}
     window = max(seqs.shape[1] // 4, 2)
     for keep in (0, 1, 4):
         out[f"window_{window}_keep_{keep}"] = loss({"attention": {"window": window, "keep_first": keep}})
     return out
+
+
+def _capture_all(model, seqs, name, block, opts):
+    """One captured intermediate of one block for every sequence, [N, ...] (float32 NumPy)."""
+    @jax.jit
+    def run(params, tokens):
+        _, inter = apply(model.graphdef, params, tokens, (name,))
+        return collect(inter, model.spec.n_blocks)[name][block].astype(jnp.float32)
+    return np.concatenate([np.asarray(run(model.params, jnp.asarray(b))) for b in _batches(seqs, opts.batch_size)])
 
 
 # ------------------------------------------------------------------ plots and JSON
