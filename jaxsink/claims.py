@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxsink.stats import uncertainty as unc
+from jaxsink.stats.sink_validity import undefined_reason
 
 
 class Claim(NamedTuple):
@@ -100,6 +101,9 @@ def _gates(claim: Claim, ra: dict, rb: dict) -> str:
     if claim.metric != "perplexity" and max(pa, pb) > TRAINED_RATIO * min(pa, pb):
         return f"perplexity {pa:.2f} vs {pb:.2f}: not trained comparably (> {TRAINED_RATIO}x)"
     if claim.metric == "sink_ratio":
+        for name, row in ((claim.a, ra), (claim.b, rb)):
+            if row.get("sink_ratio_defined") is False:
+                return f"{name}: {undefined_reason(row.get('probe_seq_len', 0), 0.3)}"
         x, y = float(ra["sink_ratio"]), float(rb["sink_ratio"])
         if claim.relation == "kept" and y < SINK_FLOOR:
             return f"{claim.b} has {100 * y:.1f}% sinks, under the {100 * SINK_FLOOR:.0f}% floor: nothing to keep"

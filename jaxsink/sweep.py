@@ -104,7 +104,7 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
         result = {"perplexity": summary["perplexity"], "params": summary["params"], "heldout_loss": summary["heldout_loss"],
                   "bits_per_byte": summary["bits_per_byte"], **probe_workdir_summary(vdir),
                   "tokens": (summary["step"] + 1) * cfg.train.batch_size * cfg.train.seq_len,
-                  "seed": cfg.train.seed, "folder": folder, "config_overrides": overrides, "config": to_dict(cfg)}
+                  "seed": cfg.train.seed, "folder": folder, "min_lr_ratio": cfg.train.min_lr_ratio, "config_overrides": overrides, "config": to_dict(cfg)}
         done.write_text(json.dumps(result, indent=2))
         per_seed.setdefault(variant, []).append(result)
     from jaxsink.stats.seeds import combine_seeds

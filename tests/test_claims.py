@@ -183,3 +183,29 @@ def test_demo_prints_the_papers_claims_it_can_judge():
     assert "paper: Sandwich norm cuts the spike (7x): inconclusive" in text and "one seed" in text
     assert "Sandwich norm keeps the sinks: inconclusive" in text and "DynamicTanh" not in text
     assert text.endswith("report: R/report.md")
+
+
+def test_sink_claims_refuse_a_sink_ratio_undefined_at_its_t():
+    rows = rows3([1.0] * 3, [1.0] * 3, a_sink=[0.9, 0.95, 0.92], b_sink=[0.40, 0.45, 0.42])
+    rows["a"].update(sink_ratio_defined=False, probe_seq_len=8)
+    v, why = verdict(Claim("s", "sink_ratio", "a", "kept", "b"), rows)
+    assert v == "inconclusive" and "undefined at T = 8" in why
+
+
+def test_constant_lr_baseline_stands_beside_the_papers_no_decay_row():
+    from jaxsink.report import table_lines
+    exp = load_experiment("table5_norm")
+    rows = {"pre": {"perplexity": 5.0, "sink_ratio": 0.1, "spike": 30.0, "tokens": 1e6, "min_lr_ratio": 1.0},
+            "sandwich": {"perplexity": 5.0, "sink_ratio": 0.1, "spike": 30.0, "tokens": 1e6, "min_lr_ratio": 1.0}}
+    text = "\n".join(table_lines(rows, exp))
+    assert "| 10.7 (no LR decay) | 56.8% | 2870 |" in text and "| 9.8 | 44.7% | 520 |" in text
+    rows["pre"]["min_lr_ratio"] = 0.1
+    assert "| 10.1 | 46.0% | 3818 |" in "\n".join(table_lines(rows, exp))
+
+
+def test_report_cells_carry_the_seed_interval():
+    from jaxsink.report import table_lines
+    rows = seeded(pre=([10.0, 20.0], [5.0, 7.0], [0.1, 0.3], [5.0, 6.0]))
+    rows["pre"]["tokens"] = 1e6
+    line = [l for l in table_lines(rows, load_experiment("table5_norm")) if l.startswith("| pre")][0]
+    assert "| 5.50 [5.00, 6.00] | 20.0% [10.0%, 30.0%] | 15.0 [10.0, 20.0] |" in line

@@ -25,8 +25,11 @@ from jaxsink.probe import interventions_sun as sun
 from jaxsink.probe import plots, stats
 from jaxsink.probe.sampling import sample_windows
 from jaxsink.probe.spike_token_pass import spike_token_statistics
+from jaxsink.probe.mechanism_pass import trigger_analysis
 from jaxsink.stats.spike_tokens import life_cycles
+from jaxsink.stats.trigger import channels_by_magnitude
 from jaxsink.stats.per_sequence import per_sequence
+from jaxsink.stats.sink_validity import sink_ratio_defined
 
 log = logging.getLogger("jaxsink")
 DENSE_LIMIT = 1024        # longer sequences get their attention statistics in query blocks
@@ -101,10 +104,11 @@ def _pass1(model: Probed, opts: ProbeOptions, criterion: stats.SpikeCriterion):
         c = collect(inter, spec.n_blocks)
         out = {"nll": _nll(logits, tokens), "blocks": {}, "heads": {}}
         for i in range(1, spec.n_blocks + 1):
-            r, o = c["residual"][i], c["block_out"][i]
+            r, o = c.get("residual_pre_norm", c["residual"]).get(i, c["residual"][i]), c["block_out"][i]
             mask = stats.massive_mask(r, criterion)
             out["blocks"][i] = {"residual": stats.magnitude_stats(r), "output": stats.magnitude_stats(o),
                                 "token_mask": mask.any(-1), "channel_mask": mask.any(1),
+                                "channel_absmax": jnp.max(jnp.abs(r.astype(jnp.float32)), axis=(0, 1))[None],
                                 "pos0": r[:, 0].astype(jnp.float32),
                                 "normed_pos0": c["normed_input"][i][:, 0].astype(jnp.float32)}
         for i in _attention_blocks(spec):
@@ -174,6 +178,7 @@ def probe(model: Probed, text: str, out_dir, opts: ProbeOptions = ProbeOptions()
         if p1["heads"] else 0.0,
         "blocks": blocks, "heads": heads,
         "per_sequence": per_sequence(p1, spec.n_blocks, spike["spike_peak_block"], opts.sink_eps),
+        "sink_ratio_defined": sink_ratio_defined(opts.seq_len, opts.sink_eps),
     }
     bar.update(1)
     result["life_cycle_values"], result["silu"], result["sink_keys"] = _pass2(model, seqs, opts, result)
@@ -183,7 +188,7 @@ def probe(model: Probed, text: str, out_dir, opts: ProbeOptions = ProbeOptions()
     result["life_cycles"] = life_cycles(result["life_cycle_values"]["residual"],
                                         result["life_cycle_values"]["output"]) if result["spike_channels"] else []
     bar.update(1)
-    result["mechanism"] = _mechanism(model, result)
+    result["mechanism"] = {**_mechanism(model, result), **trigger_analysis(model, result, p1)}
     bar.update(1)
     if opts.vocab:
         result["vocab_spike_fraction"] = vocab_probe(model, seqs, criterion, opts)
@@ -252,9 +257,11 @@ def _spike_summary(p1, spec, blocks) -> dict:
         share = b["token_mask"].mean(0)
         pos_share = share if pos_share is None else np.maximum(pos_share, share)
     channels = [int(c) for c in np.nonzero(chan)[0]]
+    absmax = np.max([p1["blocks"][i]["channel_absmax"].max(0) for i in range(1, spec.n_blocks + 1)], axis=0)
     positions = {int(t): float(pos_share[t]) for t in np.nonzero(pos_share)[0]}
     peak = max(blocks, key=lambda r: r["residual_top3"][0])
     return {"spike_channels": channels, "spike_positions": positions,
+            "spike_channels_by_magnitude": channels_by_magnitude(channels, absmax[channels], len(channels)),
             "spike_position": peak["argmax_position"], "spike_channel": peak["argmax_channel"],
             "spike_peak_block": peak["index"],
             "spike_top1_over_median": peak["residual_top3"][0] / max(peak["residual_median"], 1e-30),
@@ -276,7 +283,7 @@ def _pass2(model, seqs, opts, result):
     and effective rank of the keys at the sink position of sink heads."""
     spec = model.spec
     pos, chan = result["spike_position"], result["spike_channel"]
-    spike_channels = np.asarray(result["spike_channels"][:16] or [chan])
+    spike_channels = np.asarray(result["spike_channels_by_magnitude"][:16] or [chan])
     capture = ("residual", "block_out", "ffn_gate", "qkv")
 
     @jax.jit
@@ -320,10 +327,9 @@ def _pass2(model, seqs, opts, result):
 def _mechanism(model, result) -> dict:
     """||U_k||_F per SwiGLU block (RMSNorm scale folded in), top channels' S_k eigen-structure, W_VO norm."""
     spec = model.spec
-    out = {"uk_norm_top": {}, "uk_norm_all": {}, "eigen": {}}
+    out = {"uk_norm_top": {}, "uk_norm_all": {}}
     if spec.ffn != "swiglu":
         return out
-    channels = result["spike_channels"][:8]
     for i in range(2, spec.n_blocks + 1, 2):
         p = model.params["blocks"][i - 1]
         wg, wu, wd = p["mixer"]["w_gate"], p["mixer"]["w_up"], p["mixer"]["w_down"]
@@ -334,12 +340,6 @@ def _mechanism(model, result) -> dict:
         top = np.argsort(norms)[::-1][:3]
         out["uk_norm_top"][i] = [{"channel": int(k), "norm": float(norms[k]),
                                   "ratio_to_median": float(norms[k] / max(np.median(norms), 1e-30))} for k in top]
-        if i in result["step_up_blocks"] and channels:
-            eig = [stats.top_eigen(stats.u_matrix(wg, wu, wd, k)) for k in channels]
-            out["eigen"][i] = {"channels": channels, "top_eigenvalues": [e[0] for e in eig],
-                               "eigvec_alignment": stats.eigvec_alignment([e[1] for e in eig])}
-    attn = model.params["blocks"][0]["mixer"]
-    out["w_vo_block1_spectral_norm"] = float(np.linalg.norm(np.asarray(stats.w_vo(attn["wv"], attn["wo"])), 2))
     return out
 
 
@@ -503,12 +503,15 @@ def probe_workdir_summary(workdir, **kw) -> dict:
     """What a sweep row needs: the probe of a trained workdir on its held-out text at T = 64."""
     model = Probed.from_workdir(workdir)
     from jaxsink.train.run import load_data, load_workdir_config
-    _, splits = load_data(load_workdir_config(workdir), pathlib.Path(workdir))
+    cfg = load_workdir_config(workdir)
+    _, splits = load_data(cfg, pathlib.Path(workdir))
     text = model.tokenizer.decode(splits.heldout)
+    kw.setdefault("seq_len", min(64, cfg.train.seq_len))     # probed where it was trained (Table 8's short rows)
     opts = ProbeOptions(vocab=False, interventions=False, progress=False, **kw)
     r = probe(model, text, pathlib.Path(workdir) / "probe", opts)
     return json_safe({"sink_ratio": r["sink_ratio"], "spike": r["spike_top1"], "sink1_gu": r["sink1_gu"],
             "spike_top1_over_median": r["spike_top1_over_median"], "spike_position": r["spike_position"],
             "first_token_mass": [float(np.mean([h["first_token_mass"] for h in row])) for row in r["heads"]],
-            "per_sequence": r["per_sequence"], "sample": r["sample"],
+            "per_sequence": r["per_sequence"], "sample": r["sample"], "probe_seq_len": r["seq_len"],
+            "sink_ratio_defined": r["sink_ratio_defined"],
             "life_cycle": [{k: b[k] for k in ("index", "residual_top3", "residual_median")} for b in r["blocks"]]})
