@@ -22,8 +22,8 @@ class PaperRow(NamedTuple):
 
 
 class Claim(NamedTuple):
-    """A pairwise claim of the paper's Section 4: `metric` of variant `a` is `relation` (">", "<" or "~")
-    that of variant `b`."""
+    """A pairwise claim of the paper's Section 4: `metric` of variant `a` is `relation` that of variant `b`:
+    ">" above, "<" below, "~" unchanged (both ways), "kept" at least a fraction of it (`jaxsink.claims`)."""
     text: str
     metric: str
     a: str

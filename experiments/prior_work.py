@@ -8,10 +8,12 @@ TITLE = "Prior work - attention normalisers and biases"
 PAPER = {}
 
 
-# prior-work claims: judged by jaxsink.claims
+# prior-work claims (Claim: text, metric, a, relation, b); judged by jaxsink.claims
 CLAIMS = [
     Claim("Sigmoid attention without normalisation has no sinks (Gu et al. 2025)", "sink_ratio", "sigmoid", "<", "softmax"),
     Claim("Learnable key/value biases remove the massive activation (Sun et al. 2024)", "spike", "kv_bias", "<", "softmax"),
+    Claim("Without normalisation no massive activation forms (Gu et al. 2025; confounded: an unnormalised "
+          "output sums about t/2 value vectors, so |h| grows with position)", "spike", "sigmoid", "<", "softmax"),
     Claim("A learnable sink logit takes the place of sink heads (gpt-oss)", "sink_ratio", "sink_logit", "<", "softmax"),
 ]
 

@@ -11,10 +11,11 @@ PAPER = {
 }
 
 
-# Section 4.1 claims: judged by jaxsink.claims
+# Section 4.1 claims (Claim: text, metric, a, relation, b); judged by jaxsink.claims
 CLAIMS = [
     Claim("A 4x lower base LR lowers the sink ratio", "sink_ratio", "lr_x0.25", "<", "baseline"),
     Claim("A 4x lower base LR lowers the spike", "spike", "lr_x0.25", "<", "baseline"),
+    Claim("A 4x higher base LR lowers the sink ratio", "sink_ratio", "lr_x4", "<", "baseline"),
     Claim("No LR decay raises the sink ratio", "sink_ratio", "no_lr_decay", ">", "baseline"),
     Claim("Weight decay 0 raises the spike (3x)", "spike", "wd_0", ">", "baseline"),
     Claim("Weight decay 0 lowers the sink ratio", "sink_ratio", "wd_0", "<", "baseline"),

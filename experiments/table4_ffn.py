@@ -7,13 +7,14 @@ PAPER = {"gelu": PaperRow(10.1, 69.3, 3369), "linear": PaperRow(12.5, 58.9, 688)
          "swiglu": PaperRow(10.1, 46.0, 3818)}
 
 
-# Section 4.2.1 claims: judged by jaxsink.claims
+# Section 4.2.1 claims (Claim: text, metric, a, relation, b); judged by jaxsink.claims
 CLAIMS = [
     Claim("A linear FFN gives a lower spike than SwiGLU (5.5x)", "spike", "linear", "<", "swiglu"),
     Claim("Attention-only blocks give a lower spike than SwiGLU (6x)", "spike", "attention", "<", "swiglu"),
     Claim("GeLU grows a spike like SwiGLU's", "spike", "gelu", "~", "swiglu"),
-    Claim("Sinks appear with GeLU as with SwiGLU", "sink_ratio", "gelu", "~", "swiglu"),
-    Claim("Sinks appear with attention-only blocks", "sink_ratio", "attention", "~", "swiglu"),
+    Claim("Sinks appear with GeLU as with SwiGLU", "sink_ratio", "gelu", "kept", "swiglu"),
+    Claim("Sinks appear with attention-only blocks", "sink_ratio", "attention", "kept", "swiglu"),
+    Claim("Perplexity is unchanged by GeLU", "perplexity", "gelu", "~", "swiglu"),
 ]
 
 

@@ -10,15 +10,16 @@ PAPER = {
 }
 
 
-# Section 4.3.2 claims: judged by jaxsink.claims
+# Section 4.3.2 claims (Claim: text, metric, a, relation, b); judged by jaxsink.claims
 CLAIMS = [
     Claim("A conditional per-channel gate removes sinks", "sink_ratio", "cond_channel", "<", "none"),
     Claim("A conditional per-head gate removes sinks", "sink_ratio", "cond_head", "<", "none"),
     Claim("A conditional per-channel gate cuts the spike", "spike", "cond_channel", "<", "none"),
     Claim("A conditional per-head gate cuts the spike", "spike", "cond_head", "<", "none"),
     Claim("A single gate per token keeps more sinks than per-channel", "sink_ratio", "cond_single", ">", "cond_channel"),
-    Claim("Unconditional gates keep the sinks", "sink_ratio", "uncond_channel", "~", "none"),
-    Claim("Static (token-embedding) gates keep the sinks", "sink_ratio", "static_token", "~", "none"),
+    Claim("Unconditional gates keep the sinks", "sink_ratio", "uncond_channel", "kept", "none"),
+    Claim("Static (token-embedding) gates keep the sinks", "sink_ratio", "static_token", "kept", "none"),
+    Claim("Perplexity is unchanged by a conditional per-channel gate", "perplexity", "cond_channel", "~", "none"),
 ]
 
 

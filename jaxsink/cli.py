@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--workdir", required=True)
     sw.add_argument("--only", nargs="+", help="run these variants only")
     sw.add_argument("--dry-run", action="store_true", help="print the plan (one train command per variant)")
+    sw.add_argument("--seeds", type=int, default=1, help="train every variant under seeds 0..N-1 (init and data "
+                                                         "order) in VARIANT/seed_S; claims are judged on intervals")
     sw.add_argument("--no-progress", action="store_true")
     co = sub.add_parser("compile", help="AOT-compile a config's programs for a TPU topology: HBM, FLOPs, estimates")
     co.add_argument("--config", required=True, help="config file or shipped name (paper_7b)")
@@ -194,7 +196,7 @@ def _probe_source(args):
 def cmd_sweep(args, overrides):
     from jaxsink.sweep import sweep
     return sweep(args.experiment, args.scale, args.workdir, only=args.only, dry_run=args.dry_run, extra=overrides,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, seeds=args.seeds)
 
 
 DEMO_VARIANTS = ("pre", "sandwich", "sandwich_qk")

@@ -8,6 +8,7 @@ import pathlib
 from jaxsink import experiments
 from jaxsink.claims import claim_lines, verdict
 from jaxsink.probe import plots
+from jaxsink.stats.uncertainty import bootstrap_mean
 from jaxsink.train.metrics import read_metrics
 
 
@@ -15,7 +16,9 @@ def write_report(workdir, name: str, scale: str, results: dict, experiment) -> p
     workdir = pathlib.Path(workdir)
     (workdir / "results.json").write_text(json.dumps({"experiment": name, "scale": scale, "variants": {
         k: {m: v.get(m) for m in ("perplexity", "sink_ratio", "spike", "params", "tokens", "config_overrides",
-                                  "sink1_gu", "spike_top1_over_median", "spike_position", "bits_per_byte")}
+                                  "sink1_gu", "spike_top1_over_median", "spike_position", "bits_per_byte",
+                                  "first_token_mass_mean", "seeds", "n_seeds", "seed_values", "per_sequence_sd",
+                                  "n_sequences", "folder", "min_lr_ratio", "sink_ratio_defined", "probe_seq_len")}
         for k, v in results.items()}}, indent=2))
     figures = _figures(workdir, results)
     lines = [f"# {experiment.TITLE} ({scale} scale)", "",
@@ -32,22 +35,49 @@ def table_lines(results: dict, experiment) -> list[str]:
     """The paper's table format (PPL | Sink ratio | Spike), ours beside the paper's."""
     lines = ["| variant | PPL | Sink ratio | Spike | top-1/median | spike pos | params | tokens | paper PPL | paper Sink | paper Spike |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    swapped = False
     for variant, r in results.items():
-        paper = experiment.PAPER.get(variant)
-        ours = (f"| {variant} | {r['perplexity']:.2f} | {100 * r['sink_ratio']:.1f}% | {r['spike']:.1f} | "
-                f"{r.get('spike_top1_over_median') or 0:.0f} | {r.get('spike_position', '')} | "
+        paper, swap = paper_reference(experiment.PAPER.get(variant), r)
+        swapped |= swap
+        ours = (f"| {variant} | {_cell(r, 'perplexity', '{:.2f}')} | {_cell(r, 'sink_ratio', '{:.1%}')} | "
+                f"{_cell(r, 'spike', '{:.1f}')} | {_cell(r, 'spike_top1_over_median', '{:.0f}')} | "
+                f"{r.get('spike_position', '')} | "
                 f"{(r.get('params') or 0) / 1e6:.2f}M | {r['tokens'] / 1e6:.1f}M |")
-        lines.append(ours + (f" {paper.perplexity} | {paper.sink_ratio_percent}% | {paper.spike} |" if paper
+        mark = " (no LR decay)" if swap else ""
+        lines.append(ours + (f" {paper.perplexity}{mark} | {paper.sink_ratio_percent}% | {paper.spike} |" if paper
                              else " - | - | - |"))
-    return lines + ["", "Sink ratio: the paper's Eq. 28 (eps 0.3, T = 64, held-out text). Spike: top-1 |h| of the "
+    note = ["", "The baseline row keeps the LR constant (`train.min_lr_ratio=1.0`, configs/tiny_sinks.py), so it "
+            "stands beside the paper's no-LR-decay row of Table 3 (10.7 / 56.8% / 2870), not its decayed "
+            "baseline (10.1 / 46.0% / 3818)."] if swapped else []
+    return lines + note + ["", "Brackets: 95% bootstrap interval over seeds (with 2-3 seeds it under-covers). "
+                           "Sink ratio: the paper's Eq. 28 (eps 0.3, T = 64, held-out text). Spike: top-1 |h| of the "
                     "residual stream over all blocks (mean over sequences). Paper numbers are 7B models after 100B "
                     "tokens: compare directions, not magnitudes. Claims are judged by `jaxsink.claims`."]
+
+
+def _cell(row: dict, metric: str, fmt: str) -> str:
+    """The mean, with its 95% bootstrap interval over seeds when there are two or more."""
+    if row.get(metric) is None:
+        return "-"
+    vals = row.get("seeds", {}).get(metric, [row[metric]])
+    iv = bootstrap_mean(vals)
+    return fmt.format(iv.mean) + (f" [{fmt.format(iv.lo)}, {fmt.format(iv.hi)}]" if iv.n > 1 else "")
+
+
+def paper_reference(paper, row: dict):
+    """(the paper's row to print beside ours, whether it was swapped): a constant-LR run of the paper's
+    baseline (Table 3 "baseline", LR decayed to 0.1x) is compared with the paper's no-LR-decay row instead."""
+    table3 = experiments.load("table3_optimization").PAPER
+    if paper is not None and tuple(paper) == tuple(table3["baseline"]) and row.get("min_lr_ratio") == 1.0:
+        return table3["no_lr_decay"], True
+    return paper, False
 
 
 def _figures(workdir: pathlib.Path, results: dict) -> list[str]:
     spike, sink, life = {}, {}, {}
     for variant in results:
-        rows = [r for r in read_metrics(workdir / variant.replace("/", "_") / "metrics.jsonl") if "sink_ratio" in r]
+        folder = results[variant].get("folder") or variant.replace("/", "_")     # with seeds: the first seed's
+        rows = [r for r in read_metrics(workdir / folder / "metrics.jsonl") if "sink_ratio" in r]
         spike[variant] = ([r["step"] for r in rows], [r["spike"] for r in rows])
         sink[variant] = ([r["step"] for r in rows], [r["sink_ratio"] for r in rows])
         lc = results[variant].get("life_cycle", [])

@@ -6,6 +6,10 @@ Re-running skips finished variants (their `result.json` exists) and resumes an i
 training resumes from the last checkpoint); a variant folder that holds a run with another config (say,
 more steps) is refused before any training, so old numbers are never reported as new ones. Every variant
 shares the seed and therefore the data order.
+
+`--seeds N` (N > 1) trains every variant under seeds 0..N-1 (`train.seed`: initialisation and data order) in
+`DIR/VARIANT/seed_S`; the variant's row is then the mean over seeds with the per-seed values kept beside it
+(`seeds`), so that claims are judged on intervals over seeds (`jaxsink.claims`, `jaxsink.stats.uncertainty`).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from jaxsink import experiments
 from jaxsink.config import ConfigError, load_config, to_dict, validate
 from jaxsink.probe.runner import probe_workdir_summary
 from jaxsink.report import write_report
+from jaxsink.stats.seeds import combine_seeds
 from jaxsink.train.loop import train
 from jaxsink.train.run import check_workdir_config
 from jaxsink.train.stats import training_stats
@@ -50,38 +55,56 @@ def plan(name: str, scale: str, only=None, extra=()) -> list[tuple[str, list[str
     return out
 
 
-def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, extra=(), progress: bool = True):
+def seed_runs(variant: str, overrides: list[str], seeds: int) -> list[tuple[str, list[str]]]:
+    """[(folder relative to the sweep's workdir, overrides)] of one variant: one folder per seed when
+    seeds > 1 (seed S overrides train.seed), the variant's own folder otherwise (the layout of old sweeps)."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: need at least 1")
+    if seeds == 1:
+        return [(_safe(variant), list(overrides))]
+    return [(f"{_safe(variant)}/seed_{s}", [*overrides, f"train.seed={s}"]) for s in range(seeds)]
+
+
+def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, extra=(), progress: bool = True,
+          seeds: int = 1):
     workdir = pathlib.Path(workdir)
-    steps = plan(name, scale, only, extra)
+    per_variant = [[(v, folder, ov) for folder, ov in seed_runs(v, overrides, seeds)]
+                   for v, overrides in plan(name, scale, only, extra)]
+    runs = [run for s in range(seeds) for run in (rows[s] for rows in per_variant)]   # seed-major: an
+    # interrupted sweep leaves whole seeds of every variant, not all seeds of the first variants
     base_name = BASES[scale][0]
     if dry_run:
         return {"experiment": name, "scale": scale, "plan": [
-            {"variant": v, "command": f"jaxsink train --config {base_name} --workdir {workdir / _safe(v)} "
-                                      + " ".join(f"--config.{o}" for o in ov)} for v, ov in steps]}
-    configs = {variant: load_config(base_name, overrides) for variant, overrides in steps}
-    for variant, cfg in configs.items():   # before any training: valid configs, no finished run reused by mistake
+            {"variant": v, "command": f"jaxsink train --config {base_name} --workdir {workdir / folder} "
+                                      + " ".join(f"--config.{o}" for o in ov)} for v, folder, ov in runs]}
+    configs = {folder: load_config(base_name, overrides) for _, folder, overrides in runs}
+    for folder, cfg in configs.items():   # before any training: valid configs, no finished run reused by mistake
         validate(cfg)
-        check_workdir_config(cfg, workdir / _safe(variant))
-    results = {}
-    for variant, overrides in steps:
-        vdir, cfg = workdir / _safe(variant), configs[variant]
+        check_workdir_config(cfg, workdir / folder)
+    per_seed = {}
+    for variant, folder, overrides in runs:
+        vdir, cfg = workdir / folder, configs[folder]
         done = vdir / "result.json"
         if done.exists():
-            results[variant] = json.loads(done.read_text())
-            log.info("%s: done already, skipped", variant)
+            per_seed.setdefault(variant, []).append(json.loads(done.read_text()))
+            log.info("%s: done already, skipped", folder)
             continue
-        log.info("%s: training (%s)", variant, " ".join(overrides))
+        log.info("%s: training (%s)", folder, " ".join(overrides))
         summary = train(cfg, vdir, progress=progress, stats=training_stats(cfg))
         result = {"perplexity": summary["perplexity"], "params": summary["params"], "heldout_loss": summary["heldout_loss"],
                   "bits_per_byte": summary["bits_per_byte"], **probe_workdir_summary(vdir),
                   "tokens": (summary["step"] + 1) * cfg.train.batch_size * cfg.train.seq_len,
+                  "seed": cfg.train.seed, "folder": folder, "min_lr_ratio": cfg.train.min_lr_ratio,
                   "config_overrides": overrides, "config": to_dict(cfg)}
         done.write_text(json.dumps(result, indent=2))
-        results[variant] = result
+        per_seed.setdefault(variant, []).append(result)
+    results = {variant: combine_seeds(rows) for variant, rows in per_seed.items()}
     write_report(workdir, name, scale, results, experiments.load(name))
     return {"experiment": name, "scale": scale, "workdir": str(workdir),
             "report": str(workdir / "report.md"), "variants": {
-                k: {m: v[m] for m in ("perplexity", "sink_ratio", "spike")} for k, v in results.items()}}
+                k: {m: v[m] for m in ("perplexity", "sink_ratio", "spike", "spike_top1_over_median", "seeds",
+                                      "n_seeds", "per_sequence_sd", "n_sequences") if m in v}
+                for k, v in results.items()}}
 
 
 def _safe(variant: str) -> str:

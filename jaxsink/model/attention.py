@@ -29,13 +29,14 @@ def visible_mask(q_pos, k_pos, window: int, keep_first: int = 0):
 
 
 def attention_probs(q, k, *, kind: str, q_pos, k_pos, window: int = 0, keep_first: int = 0, alibi=None,
-                    extra_logit=None, sigmoid_bias: float = 0.0, drop_first_key=None):
+                    extra_logit=None, sigmoid_bias: float = 0.0, drop_first_key=None, drop_key=None):
     """Probabilities [B, H, Tq, Tk] over real keys, and the extra slot's mass [B, H, Tq] (or None).
 
     q: [B, Tq, H, d] (already QK-normed and rotated), k: [B, Tk, Hkv, d]; query head h reads kv head
     h // (H / Hkv). `extra_logit` [B, H, Tq] is the logit of the always-visible extra slot
     (sink logit, 0 for softmax-off-by-one, q.k_bias for key biases). `drop_first_key` [H] bool hides key 0
-    from the queries t >= 1 of those heads (an intervention on the sink; query 0 keeps its only key).
+    from the queries t >= 1 of those heads (an intervention on the sink; query 0 keeps its only key);
+    `drop_key` [H] int hides key drop_key[h] from the queries t > drop_key[h] of head h (-1: none).
     Computed in float32.
     """
     b, tq, h, d = q.shape
@@ -50,6 +51,9 @@ def attention_probs(q, k, *, kind: str, q_pos, k_pos, window: int = 0, keep_firs
     if drop_first_key is not None:
         dropped = (k_pos[None, :] == 0) & (q_pos[:, None] > 0)
         vis = vis & ~(jnp.asarray(drop_first_key)[:, None, None] & dropped[None])[None]
+    if drop_key is not None:
+        kh = jnp.asarray(drop_key)[:, None, None]
+        vis = vis & ~((k_pos[None, None, :] == kh) & (q_pos[None, :, None] > kh) & (kh >= 0))[None]
     if kind == "sigmoid":
         return jnp.where(vis, jax.nn.sigmoid(logits + sigmoid_bias), 0.0), None
     if kind == "relu":   # Guo et al. 2024 (BBM/model.py): relu(logit) / (t + 1), no normalisation
@@ -137,7 +141,7 @@ class Attention(nnx.Module):
             q, k, kind=spec.attention, q_pos=pos, k_pos=pos, window=edits.attention_window(spec.sliding_window),
             keep_first=edits.keep_first, alibi=alibi_slopes(spec.n_heads) if spec.position == "alibi" else None,
             extra_logit=self._extra_logit(q), sigmoid_bias=spec.sigmoid_bias,
-            drop_first_key=edits.dropped_first_key(ctx["block"]))
+            drop_first_key=edits.dropped_first_key(ctx["block"]), drop_key=edits.dropped_key(ctx["block"]))
         self.sow(AttnProbs, "attn_probs", probs)
         return self._mix_values(probs, extra, v)
 

@@ -47,6 +47,7 @@ class Block(nnx.Module):
         self.sow(NormedInput, "normed_input", x)
         f = self.mixer(x, ctx)
         if self.placement == "post":
+            self.sow(Residual, "residual_pre_norm", h + f)   # Gu et al.: post-norm spikes live in h + F(h)
             new = self.norm_out(h + f)
         else:
             if self.placement in ("sandwich", "sandwich_qk"):

@@ -24,7 +24,15 @@ from jaxsink import stats
 from jaxsink.data import DataError
 from jaxsink.model import ModelSpec, apply, collect
 from jaxsink.model.loaded import LoadedModel
+from jaxsink.probe import interventions_sun as sun
 from jaxsink.probe import plots
+from jaxsink.probe.sampling import sample_windows
+from jaxsink.probe.spike_token_pass import spike_token_statistics
+from jaxsink.probe.mechanism_pass import trigger_analysis
+from jaxsink.stats.spike_tokens import life_cycles
+from jaxsink.stats.trigger import channels_by_magnitude
+from jaxsink.stats.per_sequence import per_sequence
+from jaxsink.stats.sink_validity import sink_ratio_defined
 from jaxsink.train.run import load_data, load_trained, load_workdir_config
 
 log = logging.getLogger("jaxsink")
@@ -44,6 +52,8 @@ class ProbeOptions:
     vocab_position: int = 16
     vocab_sample: int = 1024         # ids probed (evenly spaced); 0 = the whole vocabulary
     interventions: bool = True
+    sample: str = "random"           # random (seeded, over the whole text) | consecutive (the first chunks)
+    sample_seed: int = 0
     plots: bool = True
     progress: bool = True
 
@@ -79,10 +89,11 @@ def _pass1(model: LoadedModel, opts: ProbeOptions, criterion: stats.SpikeCriteri
         c = collect(inter, spec.n_blocks)
         out = {"nll": _nll(logits, tokens), "blocks": {}, "heads": {}}
         for i in range(1, spec.n_blocks + 1):
-            r, o = c["residual"][i], c["block_out"][i]
+            r, o = c.get("residual_pre_norm", c["residual"]).get(i, c["residual"][i]), c["block_out"][i]
             mask = stats.massive_mask(r, criterion)
             out["blocks"][i] = {"residual": stats.magnitude_stats(r), "output": stats.magnitude_stats(o),
                                 "token_mask": mask.any(-1), "channel_mask": mask.any(1),
+                                "channel_absmax": jnp.max(jnp.abs(r.astype(jnp.float32)), axis=(0, 1))[None],
                                 "pos0": r[:, 0].astype(jnp.float32),
                                 "normed_pos0": c["normed_input"][i][:, 0].astype(jnp.float32)}
         for i in _attention_blocks(spec):
@@ -130,7 +141,9 @@ def probe(model: LoadedModel, text: str, out_dir, opts: ProbeOptions = ProbeOpti
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     bos = model.bos if opts.bos is None else opts.bos
-    seqs = sequences(model.tokenizer, text, opts.seq_len, opts.num_sequences, bos)
+    sample = sample_windows(model.tokenizer.encode(text), opts.seq_len, opts.num_sequences, bos,
+                            model.tokenizer.bos_id, seed=opts.sample_seed, method=opts.sample)
+    seqs = sample.tokens
     spec = model.spec
     bar = _bar(opts.progress, 6)
     criterion, p1 = _choose_criterion(model, seqs, opts)
@@ -140,7 +153,7 @@ def probe(model: LoadedModel, text: str, out_dir, opts: ProbeOptions = ProbeOpti
     heads = _head_table(p1, spec)
     result = {
         "source": model.source, "model": dataclasses.asdict(spec), "seq_len": opts.seq_len,
-        "num_sequences": int(len(seqs)), "bos": bos, "sink_eps": opts.sink_eps,
+        "num_sequences": int(len(seqs)), "sample": sample.record(), "bos": bos, "sink_eps": opts.sink_eps,
         "criterion": dataclasses.asdict(criterion),
         "loss": float(np.mean(p1["nll"])),
         "spike_top1": stats.spike_top1([p1["blocks"][i]["residual"]["top3"][:, 0] for i in range(1, spec.n_blocks + 1)]),
@@ -149,18 +162,25 @@ def probe(model: LoadedModel, text: str, out_dir, opts: ProbeOptions = ProbeOpti
         "sink1_gu": float(np.mean([h["gu_alpha1"] > opts.sink_eps for h in p1["heads"].values()]))
         if p1["heads"] else 0.0,
         "blocks": blocks, "heads": heads,
+        "per_sequence": per_sequence(p1, spec.n_blocks, spike["spike_peak_block"], opts.sink_eps),
+        "sink_ratio_defined": sink_ratio_defined(opts.seq_len, opts.sink_eps),
     }
     bar.update(1)
     result["life_cycle_values"], result["silu"], result["sink_keys"] = _pass2(model, seqs, opts, result)
     up, down = stats.life_cycle_blocks(result["life_cycle_values"]["residual"], result["life_cycle_values"]["output"]) \
         if result["spike_channels"] else ([], [])
     result["step_up_blocks"], result["step_down_blocks"] = up, down
-    result["near_constancy"] = _near_constancy(p1, spec, up)
+    result["life_cycles"] = life_cycles(result["life_cycle_values"]["residual"],
+                                        result["life_cycle_values"]["output"]) if result["spike_channels"] else []
     bar.update(1)
-    result["mechanism"] = _mechanism(model, result)
+    result["mechanism"] = {**_mechanism(model, result), **trigger_analysis(model, result, p1)}
     bar.update(1)
     if opts.vocab:
         result["vocab_spike_fraction"] = vocab_probe(model, seqs, criterion, opts)
+    result["near_constancy"] = spike_token_statistics(
+        model, seqs, result, p1, opts, result.get("vocab_spike_fraction", {}).pop("position_0_ids", ()))
+    result["sink_keys"] = {"spike_tokens": (result["near_constancy"]["spike_tokens"] or {}).get("sink_keys"),
+                           "pos0_trivial_under_bos": result["sink_keys"]}
     bar.update(1)
     if opts.interventions:
         result["interventions"] = interventions(model, seqs, result, p1, opts)
@@ -222,9 +242,11 @@ def _spike_summary(p1, spec, blocks) -> dict:
         share = b["token_mask"].mean(0)
         pos_share = share if pos_share is None else np.maximum(pos_share, share)
     channels = [int(c) for c in np.nonzero(chan)[0]]
+    absmax = np.max([p1["blocks"][i]["channel_absmax"].max(0) for i in range(1, spec.n_blocks + 1)], axis=0)
     positions = {int(t): float(pos_share[t]) for t in np.nonzero(pos_share)[0]}
     peak = max(blocks, key=lambda r: r["residual_top3"][0])
     return {"spike_channels": channels, "spike_positions": positions,
+            "spike_channels_by_magnitude": channels_by_magnitude(channels, absmax[channels], len(channels)),
             "spike_position": peak["argmax_position"], "spike_channel": peak["argmax_channel"],
             "spike_peak_block": peak["index"],
             "spike_top1_over_median": peak["residual_top3"][0] / max(peak["residual_median"], 1e-30),
@@ -241,25 +263,12 @@ def _head_table(p1, spec) -> list[list[dict]]:
     return table
 
 
-def _near_constancy(p1, spec, step_up) -> dict:
-    """Mean pairwise cosine of RMSNorm(h) at position 0 across prompts, per block (Fig. 5), and the
-    multi-hotness of the normalised block input at position 0."""
-    cos = {i: float(stats.mean_pairwise_cosine(p1["blocks"][i]["pos0"])) for i in range(1, spec.n_blocks + 1)}
-    first = step_up[0] if step_up else None
-    hot = {i: jax.tree.map(lambda x: float(np.mean(x)), stats.multi_hotness(stats.rms_normalize(
-        p1["blocks"][i]["pos0"]))) for i in range(1, spec.n_blocks + 1)}
-    return {"pos0_cosine_per_block": cos,
-            "before_step_up": cos.get(first - 1) if first and first > 1 else None,
-            "after_step_up": cos.get(first) if first else None,
-            "pos0_multi_hotness_per_block": hot}
-
-
 def _pass2(model, seqs, opts, result):
     """Signed spike-channel values at the spike position per block, SiLU near-identity of FFN gates,
     and effective rank of the keys at the sink position of sink heads."""
     spec = model.spec
     pos, chan = result["spike_position"], result["spike_channel"]
-    spike_channels = np.asarray(result["spike_channels"][:16] or [chan])
+    spike_channels = np.asarray(result["spike_channels_by_magnitude"][:16] or [chan])
     capture = ("residual", "block_out", "ffn_gate", "qkv")
 
     @jax.jit
@@ -303,10 +312,9 @@ def _pass2(model, seqs, opts, result):
 def _mechanism(model, result) -> dict:
     """||U_k||_F per SwiGLU block (RMSNorm scale folded in), top channels' S_k eigen-structure, W_VO norm."""
     spec = model.spec
-    out = {"uk_norm_top": {}, "uk_norm_all": {}, "eigen": {}}
+    out = {"uk_norm_top": {}, "uk_norm_all": {}}
     if spec.ffn != "swiglu":
         return out
-    channels = result["spike_channels"][:8]
     for i in range(2, spec.n_blocks + 1, 2):
         p = model.params["blocks"][i - 1]
         wg, wu, wd = p["mixer"]["w_gate"], p["mixer"]["w_up"], p["mixer"]["w_down"]
@@ -317,12 +325,6 @@ def _mechanism(model, result) -> dict:
         top = np.argsort(norms)[::-1][:3]
         out["uk_norm_top"][i] = [{"channel": int(k), "norm": float(norms[k]),
                                   "ratio_to_median": float(norms[k] / max(np.median(norms), 1e-30))} for k in top]
-        if i in result["step_up_blocks"] and channels:
-            eig = [stats.top_eigen(stats.u_matrix(wg, wu, wd, k)) for k in channels]
-            out["eigen"][i] = {"channels": channels, "top_eigenvalues": [e[0] for e in eig],
-                               "eigvec_alignment": stats.eigvec_alignment([e[1] for e in eig])}
-    attn = model.params["blocks"][0]["mixer"]
-    out["w_vo_block1_spectral_norm"] = float(np.linalg.norm(np.asarray(stats.w_vo(attn["wv"], attn["wo"])), 2))
     return out
 
 
@@ -356,15 +358,15 @@ def vocab_probe(model: LoadedModel, seqs, criterion, opts) -> dict:
         later.append(np.asarray(spiky(model.params, jnp.asarray(atp), p)))
     first, later = np.concatenate(first), np.concatenate(later)
     return {"position_0": float(first.mean()), f"position_{p}": float(later.mean()), "vocab_size": int(vocab),
-            "ids_probed": int(len(ids_all)), "later_position": p}
+            "ids_probed": int(len(ids_all)), "later_position": p, "position_0_ids": ids_all[first].tolist()}
 
 
 # ------------------------------------------------------------------ interventions
 
 def interventions(model: LoadedModel, seqs, result, p1, opts) -> dict:
-    """Loss changes under Sun et al.'s zero/mean ablation of the spike channels at the step-up block(s),
-    hiding the sink position from sink heads (vs as many non-sink heads), and StreamingLLM window attention
-    with and without the first tokens kept."""
+    """Loss changes under Sun et al.'s zero/mean ablation of each sequence's own spike tokens at the step-up
+    block, hiding each sink head's sink key (vs a matched random-head control), and StreamingLLM window
+    attention with and without the first tokens kept (`jaxsink.probe.interventions_sun`)."""
     spec = model.spec
     graphdef = model.graphdef
 
@@ -374,45 +376,53 @@ def interventions(model: LoadedModel, seqs, result, p1, opts) -> dict:
         logits, _ = apply(graphdef, params, tokens, (), edits)
         return _nll(logits, tokens)
 
-    def loss(edits):
+    def loss(edits, per_sequence=None):
         attention = dict(edits.get("attention", {}))
         window = tuple((k, attention.pop(k)) for k in ("window", "keep_first") if k in attention)
-        edits = {**edits, "attention": attention}
-        return float(np.mean(np.concatenate([np.asarray(loss_fn(model.params, jnp.asarray(b), edits, window=window))
-                                             for b in _batches(seqs, opts.batch_size)])))
+        out = []
+        for s in range(0, len(seqs), opts.batch_size):
+            e = {**edits, "attention": attention, **(per_sequence(slice(s, s + opts.batch_size)) if per_sequence else {})}
+            out.append(np.asarray(loss_fn(model.params, jnp.asarray(seqs[s:s + opts.batch_size]), e, window=window)))
+        return float(np.mean(np.concatenate(out)))
 
     out = {"baseline": loss({})}
-    channels = result["spike_channels"]
-    blocks = result["step_up_blocks"] or ([result["spike_peak_block"]] if channels else [])
-    if channels and blocks:
-        t = seqs.shape[1]
+    channels = result["life_cycle_values"]["channels"] if result["spike_channels"] else []
+    blocks = result["step_up_blocks"] or ([result["spike_peak_block"]] if len(channels) else [])
+    if len(channels) and blocks:
         b0 = blocks[-1]
-        lc = result["life_cycle_values"]
-        channels = lc["channels"]
-        mask = np.zeros((1, t, spec.d_model), bool)
-        for pos in result["spike_positions"]:
-            mask[0, pos, channels] = True
-        mean_field = np.zeros((1, t, spec.d_model), np.float32)       # per (position, channel) mean over prompts
-        mean_field[0][:, channels] = lc["channel_means"][b0 - 1]
-        out["spike_channels_zero"] = loss({"residual_edits": {b0: (mask, 0.0)}})
-        out["spike_channels_mean"] = loss({"residual_edits": {b0: (mask, mean_field)}})
-        out["spike_edit_block"] = b0
+        flags = p1["blocks"][b0]["token_mask"]
+        values = _capture_all(model, seqs, "residual", b0, opts)[:, :, channels]
+        mask, mean = sun.sun_ablation(flags, values, channels, spec.d_model)
+        out["spike_channels_zero"] = loss({}, lambda sl: {"residual_edits": {b0: (mask[sl], 0.0)}})
+        out["spike_channels_mean"] = loss({}, lambda sl: {"residual_edits": {b0: (mask[sl], mean)}})
+        out["spike_edit"] = {"block": b0, "edited_tokens": int(flags.sum()), "channels": len(channels),
+                             "mean_shift": float(np.abs(values[flags] - mean[channels]).mean() /
+                                                 max(np.abs(values[flags]).mean(), 1e-30)) if flags.any() else 0.0}
     sink_heads = {row[0]["block"]: np.array([h["is_sink"] for h in row]) for row in result["heads"]}
     n_sink = int(sum(m.sum() for m in sink_heads.values()))
     if n_sink:
-        out["mask_sink_heads"] = loss({"attention": {"drop_first_key": sink_heads}})
+        keys = {i: sun.sink_keys(h["alpha_first_half"].mean(0)) for i, h in p1["heads"].items()}
+        out["mask_sink_heads"] = loss({"attention": {"drop_key": sun.drop_keys(sink_heads, keys)}})
         rng = np.random.default_rng(0)
-        others = [(b, j) for b, m in sink_heads.items() for j in np.nonzero(~m)[0]]
-        pick = rng.choice(len(others), size=min(n_sink, len(others)), replace=False) if others else []
-        control = {b: np.zeros(spec.n_heads, bool) for b in sink_heads}
-        for idx in pick:
-            control[others[idx][0]][others[idx][1]] = True
-        out["mask_random_non_sink_heads"] = loss({"attention": {"drop_first_key": control}})
+        controls = [sun.matched_control(sink_heads, rng) for _ in range(sun.CONTROL_DRAWS)]
+        out["mask_random_heads"] = float(np.mean([loss({"attention": {"drop_key": sun.drop_keys(c, keys)}})
+                                                  for c in controls]))
         out["masked_heads"] = n_sink
+        out["control"] = {"heads": n_sink, "draws": sun.CONTROL_DRAWS, "from": "all heads, without replacement",
+                          "key": "each head's argmax of alpha over k < T/2"}
     window = max(seqs.shape[1] // 4, 2)
     for keep in (0, 1, 4):
         out[f"window_{window}_keep_{keep}"] = loss({"attention": {"window": window, "keep_first": keep}})
     return out
+
+
+def _capture_all(model, seqs, name, block, opts):
+    """One captured intermediate of one block for every sequence, [N, ...] (float32 NumPy)."""
+    @jax.jit
+    def run(params, tokens):
+        _, inter = apply(model.graphdef, params, tokens, (name,))
+        return collect(inter, model.spec.n_blocks)[name][block].astype(jnp.float32)
+    return np.concatenate([np.asarray(run(model.params, jnp.asarray(b))) for b in _batches(seqs, opts.batch_size)])
 
 
 # ------------------------------------------------------------------ plots and JSON
@@ -477,11 +487,15 @@ def json_safe(x):
 def probe_workdir_summary(workdir, **kw) -> dict:
     """What a sweep row needs: the probe of a trained workdir on its held-out text at T = 64."""
     model = load_trained(workdir)
-    _, splits = load_data(load_workdir_config(workdir), pathlib.Path(workdir))
+    cfg = load_workdir_config(workdir)
+    _, splits = load_data(cfg, pathlib.Path(workdir))
     text = model.tokenizer.decode(splits.heldout)
+    kw.setdefault("seq_len", min(64, cfg.train.seq_len))     # probed where it was trained (Table 8's short rows)
     opts = ProbeOptions(vocab=False, interventions=False, progress=False, **kw)
     r = probe(model, text, pathlib.Path(workdir) / "probe", opts)
     return json_safe({"sink_ratio": r["sink_ratio"], "spike": r["spike_top1"], "sink1_gu": r["sink1_gu"],
             "spike_top1_over_median": r["spike_top1_over_median"], "spike_position": r["spike_position"],
             "first_token_mass": [float(np.mean([h["first_token_mass"] for h in row])) for row in r["heads"]],
+            "per_sequence": r["per_sequence"], "sample": r["sample"], "probe_seq_len": r["seq_len"],
+            "sink_ratio_defined": r["sink_ratio_defined"],
             "life_cycle": [{k: b[k] for k in ("index", "residual_top3", "residual_median")} for b in r["blocks"]]})

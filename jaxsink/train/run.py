@@ -34,7 +34,7 @@ from jaxsink.model.partitioning import partitioned
 from jaxsink.data.tokenizer import describe_fingerprint, same_tokenizer
 from jaxsink.train.checkpoint import CheckpointMismatch, CheckpointStore
 from jaxsink.train.optim import make_optimizer
-from jaxsink.train.step import make_eval_step
+from jaxsink.train.step import make_eval_step, position_weights
 
 # keys that may change between the runs that share a workdir (cadence only, never the science)
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
@@ -323,7 +323,8 @@ def evaluate(run: Run, params, max_sequences: int | None = None) -> dict:
     """Held-out loss, perplexity and bits per byte over consecutive non-overlapping chunks."""
     t = run.cfg.train
     micro = t.batch_size // t.grad_accum
-    step = jax.jit(partitioned(make_eval_step(run.graphdef), run.rules, run.mesh.devices.flat[0].platform))
+    eval_step = make_eval_step(run.graphdef, position_weights(t.seq_len, t.loss_start, t.loss_end))
+    step = jax.jit(partitioned(eval_step, run.rules, run.mesh.devices.flat[0].platform))
     nll, count, seqs = 0.0, 0.0, 0
     row = sharding.batch_sharding(run.mesh, run.rules)
     for inputs, targets, mask in data_lib.eval_batches(run.splits.heldout, seq_len=t.seq_len, batch_size=micro,

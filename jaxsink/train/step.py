@@ -71,10 +71,13 @@ def make_train_step(graphdef, optimizer, t, *, capture=(), stats_fn=None, stats_
     return step
 
 
-def make_eval_step(graphdef):
-    """eval_step(params, inputs, targets, mask) -> (sum of NLL over unmasked rows, token count)."""
+def make_eval_step(graphdef, positions=None):
+    """eval_step(params, inputs, targets, mask) -> (sum of NLL over unmasked rows, token count). `positions`
+    [T] weights the positions (the loss range of Table 8 rows: a model is evaluated where it was trained)."""
     def eval_step(params, inputs, targets, mask):
         h, head = apply_hidden(graphdef, params, inputs)
         w = jnp.broadcast_to(mask[:, None].astype(jnp.float32), targets.shape)
+        if positions is not None:
+            w = w * positions[None]
         return jnp.sum(chunked_nll(h, head, targets) * w), jnp.sum(w)
     return eval_step
