@@ -14,13 +14,9 @@ from jaxsink.model.attention import Attention
 from jaxsink.model.capture import BlockOutput, NormedInput, Residual, capture_types
 from jaxsink.model.interventions import NO_INTERVENTIONS, Interventions
 from jaxsink.model.layers import GeluMLP, LinearFFN, Norm, SwiGLU, param
-from jaxsink.model.spec import ModelSpec
+from jaxsink.model.spec import REMAT_POLICIES, ModelSpec
 
 FFN_MIXERS = {"swiglu": SwiGLU, "gelu": GeluMLP, "linear": LinearFFN, "attention": Attention}
-# `model.remat`: what the backward pass may keep from each layer's forward (the rest is recomputed)
-REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
-                  "dots": jax.checkpoint_policies.checkpoint_dots,
-                  "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims}
 
 
 class Block(nnx.Module):
