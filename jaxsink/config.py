@@ -16,42 +16,18 @@ import pathlib
 
 import ml_collections
 
-NORM_PLACEMENTS = ("pre", "post", "sandwich", "sandwich_qk", "none")
-NORM_TYPES = ("rmsnorm", "layernorm", "dyt")
-FFNS = ("swiglu", "gelu", "linear", "attention", "relu")
-ATTENTIONS = ("softmax", "sink_logit", "softmax1", "sigmoid", "k_bias", "kv_bias", "relu")
-GATES = ("none", "cond_channel", "cond_head", "cond_single", "uncond_channel", "uncond_head",
-         "uncond_single", "static_position", "static_token")
-POSITIONS = ("rope", "nope", "learned", "alibi")
-DTYPES = ("float32", "bfloat16")
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+from jaxsink.model.spec import (ATTENTIONS, FFNS, GATES, NORM_PLACEMENTS, NORM_TYPES, POSITIONS,  # noqa: F401
+                                ConfigError, config_defaults, validate_model)
+
 TOKENIZERS = ("byte", "bpe")
 NAN_POLICIES = ("stop", "skip")
 
 
-class ConfigError(ValueError):
-    """A bad configuration; the message is one line that names the offending key."""
-
-
 def base_config() -> ml_collections.ConfigDict:
-    """The full schema with defaults: a small pre-norm Llama-style model (paper §2.1)."""
+    """The full schema with defaults: a small pre-norm Llama-style model (paper §2.1); the `model` section
+    is `ModelSpec`'s fields (jaxsink/model/spec.py)."""
     c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict(dict(
-        vocab_size=0,            # 0: taken from the tokenizer (rounded up to a multiple of 8)
-        n_layers=2, d_model=128, n_heads=4, n_kv_heads=0,  # n_kv_heads 0: = n_heads (no GQA)
-        d_head=32, d_ff=512,
-        norm_placement="pre", norm_type="rmsnorm", norm_eps=1e-6,
-        qk_norm=False, qk_norm_scope="head",               # head: per-head q/k RMSNorm; full: over all heads (OLMo-2)
-        ffn="swiglu", attention="softmax", sigmoid_bias=0.0, gate="none",
-        position="rope", rope_theta=10000.0, max_seq_len=4096, sliding_window=0,
-        tie_embeddings=False, qkv_bias=False,
-        dyt_alpha_init=0.5, init_std=0.02, dtype="float32",
-        embed_init_std=0.0,      # token/position embeddings' init std; 0: init_std (Guo et al.: 1.0, torch default)
-        fused_attention=True,    # jax.nn.dot_product_attention when probabilities are not captured
-        rope_scaling=(),         # () or Llama-3 (factor, low_freq_factor, high_freq_factor, original_max_pos)
-        remat="none",            # rematerialise each layer in the backward pass: none | full | dots | dots_no_batch
-        scan_layers=False,       # run the layers under lax.scan (compile time independent of depth)
-    ))
+    c.model = ml_collections.ConfigDict(config_defaults())   # the one model schema: `ModelSpec`
     c.train = ml_collections.ConfigDict(dict(
         steps=1000, batch_size=16, seq_len=128, grad_accum=1,
         lr=1e-3, min_lr_ratio=0.1, warmup_steps=100,
@@ -207,40 +183,11 @@ def _one_of(value, key, options) -> None:
 
 def validate(cfg: ml_collections.ConfigDict, device_count: int | None = None) -> None:
     """Check values and combinations before any compute; raise ConfigError naming the key."""
-    _validate_model(cfg.model)
+    validate_model(cfg.model)
     _validate_train(cfg.train, cfg.model)
     _validate_data(cfg.data)
     _validate_stats(cfg.stats)
     _validate_mesh(cfg, device_count)
-
-
-def _validate_model(m) -> None:
-    for key in ("n_layers", "d_model", "n_heads", "d_head", "d_ff", "max_seq_len"):
-        _check(m[key] > 0, f"model.{key}", f"must be positive, got {m[key]}")
-    _check(m.vocab_size >= 0, "model.vocab_size", "must be >= 0 (0 = from the tokenizer)")
-    _check(m.n_kv_heads >= 0, "model.n_kv_heads", "must be >= 0 (0 = n_heads)")
-    n_kv = m.n_kv_heads or m.n_heads
-    _check(m.n_heads % n_kv == 0, "model.n_kv_heads",
-           f"n_heads={m.n_heads} is not a multiple of n_kv_heads={n_kv}")
-    _one_of(m.norm_placement, "model.norm_placement", NORM_PLACEMENTS)
-    _one_of(m.norm_type, "model.norm_type", NORM_TYPES)
-    _one_of(m.qk_norm_scope, "model.qk_norm_scope", ("head", "full"))
-    _one_of(m.ffn, "model.ffn", FFNS)
-    _one_of(m.attention, "model.attention", ATTENTIONS)
-    _one_of(m.gate, "model.gate", GATES)
-    _one_of(m.position, "model.position", POSITIONS)
-    _one_of(m.dtype, "model.dtype", DTYPES)
-    _one_of(m.remat, "model.remat", REMAT_POLICIES)
-    if m.position == "rope":
-        _check(m.d_head % 2 == 0, "model.d_head", f"must be even with RoPE, got {m.d_head}")
-        _check(m.rope_theta > 0, "model.rope_theta", "must be positive")
-    _check(len(m.rope_scaling) in (0, 4), "model.rope_scaling", "must be () or 4 numbers (Llama-3 scaling)")
-    _check(m.sliding_window >= 0, "model.sliding_window", "must be >= 0 (0 = full causal attention)")
-    _check(m.norm_eps > 0, "model.norm_eps", "must be positive")
-    _check(m.init_std > 0, "model.init_std", "must be positive")
-    _check(m.embed_init_std >= 0, "model.embed_init_std", "must be >= 0 (0 = init_std)")
-    if m.norm_placement == "none":
-        _check(not m.qk_norm, "model.qk_norm", "norm_placement=none means no normalisation at all")
 
 
 def _validate_train(t, m) -> None:

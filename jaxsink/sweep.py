@@ -19,7 +19,7 @@ import pathlib
 
 from jaxsink import experiments
 from jaxsink.config import ConfigError, load_config, to_dict, validate
-from jaxsink.probe.runner import probe_workdir_summary
+from jaxsink.probe.pipeline import probe_workdir_summary
 from jaxsink.report import write_report
 from jaxsink.stats.seeds import combine_seeds
 from jaxsink.train.loop import train
@@ -29,28 +29,29 @@ from jaxsink.train.stats import training_stats
 log = logging.getLogger("jaxsink")
 
 # base config per scale; tiny adds the CPU recipe under which sinks and a position-0 spike appear
-BASES = {"tiny": ("tiny_sinks", []), "small": ("small", []), "paper": ("paper_7b", []),
-         "bb": ("bb_cpu", [])}     # bb: Guo et al.'s Bigram-Backcopy testbed, reduced for 2 CPU cores
+BASES = {"tiny": "tiny_sinks", "small": "small", "paper": "paper_7b",
+         "bb": "bb_cpu"}     # bb: Guo et al.'s Bigram-Backcopy testbed, reduced for 2 CPU cores
 STATS_EVERY = {"tiny": 100, "small": 500, "paper": 1000, "bb": 100}
 
 
 def plan(name: str, scale: str, only=None, extra=()) -> list[tuple[str, list[str]]]:
-    """[(variant, overrides)] in the experiment's order; `only` selects a subset by name."""
+    """[(variant, overrides)] in the experiment's order; `only` selects a subset by name. Every variant's
+    config is loaded and validated here, so a plan printed by `--dry-run` is one that would run."""
     if scale not in BASES:
         raise ConfigError(f"--scale {scale!r}: choose from {sorted(BASES)}")
     exp = experiments.load(name)
-    base_name, base_overrides = BASES[scale]
-    base = load_config(base_name, [*base_overrides, *extra])    # variants scale from what will really run
+    base_name = BASES[scale]
+    base = load_config(base_name, list(extra))    # variants scale from what will really run
     variants = exp.variants(scale, base)
     if only:
         unknown = sorted(set(only) - set(variants))
         if unknown:
             raise ConfigError(f"--only: {name} has no variant {unknown[0]!r}; it has {sorted(variants)}")
         variants = {k: v for k, v in variants.items() if k in only}
-    common = [*base_overrides, f"stats.every={STATS_EVERY[scale]}", *extra]
+    common = [f"stats.every={STATS_EVERY[scale]}", *extra]
     out = []
     for variant, overrides in variants.items():
-        load_config(base_name, [*common, *overrides])    # every variant is validated before any training
+        validate(load_config(base_name, [*common, *overrides]))    # before any training or printing
         out.append((variant, [*common, *overrides]))
     return out
 
@@ -72,7 +73,7 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
                    for v, overrides in plan(name, scale, only, extra)]
     runs = [run for s in range(seeds) for run in (rows[s] for rows in per_variant)]   # seed-major: an
     # interrupted sweep leaves whole seeds of every variant, not all seeds of the first variants
-    base_name = BASES[scale][0]
+    base_name = BASES[scale]
     if dry_run:
         return {"experiment": name, "scale": scale, "plan": [
             {"variant": v, "command": f"jaxsink train --config {base_name} --workdir {workdir / folder} "
@@ -92,7 +93,7 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
         log.info("%s: training (%s)", folder, " ".join(overrides))
         summary = train(cfg, vdir, progress=progress, stats=training_stats(cfg))
         result = {"perplexity": summary["perplexity"], "params": summary["params"], "heldout_loss": summary["heldout_loss"],
-                  "bits_per_byte": summary["bits_per_byte"], **probe_workdir_summary(vdir),
+                  "bits_per_byte": summary["bits_per_byte"], **probe_workdir_summary(vdir).to_json(),
                   "tokens": (summary["step"] + 1) * cfg.train.batch_size * cfg.train.seq_len,
                   "seed": cfg.train.seed, "folder": folder, "min_lr_ratio": cfg.train.min_lr_ratio,
                   "config_overrides": overrides, "config": to_dict(cfg)}

@@ -280,7 +280,7 @@ import json, sys
 import jax, numpy as np
 jax.device_put(np.ones(4)).block_until_ready()          # backend up before the baseline
 from jaxsink.importers import load_hf
-import jaxsink.probe.runner                              # imports are not part of the load
+import jaxsink.probe.pipeline                            # imports are not part of the load
 def status(key):                                         # kB; VmHWM: this process's peak RSS
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))

@@ -9,7 +9,7 @@ import pytest
 from jaxsink import stats
 from jaxsink.cli import main
 from jaxsink.config import load_config
-from jaxsink.probe import runner
+from jaxsink.probe import passes, pipeline
 from jaxsink.train.loop import train
 from jaxsink.train.metrics import read_metrics
 from jaxsink.train.run import load_trained
@@ -57,12 +57,12 @@ def test_probe_cli_writes_schema_and_plots(trained, capsys):
 def test_blockwise_attention_statistics_equal_dense(trained, monkeypatch):
     model = load_trained(trained / "run")
     seqs = np.asarray(np.random.default_rng(0).integers(0, 256, size=(4, 40)), np.int32)
-    opts = runner.ProbeOptions(seq_len=40, batch_size=4)
+    opts = pipeline.ProbeOptions(seq_len=40, batch_size=4)
     crit = stats.SpikeCriterion.relative()
-    dense = runner._run_pass1(model, seqs, opts, crit)["heads"]
-    monkeypatch.setattr(runner, "DENSE_LIMIT", 8)
-    monkeypatch.setattr(runner, "QUERY_BLOCK", 16)          # 40 = 16 + 16 + a partial block
-    blocked = runner._run_pass1(model, seqs, opts, crit)["heads"]
+    dense = pipeline.block_statistics(model, seqs, opts, crit)["heads"]
+    monkeypatch.setattr(passes, "DENSE_LIMIT", 8)
+    monkeypatch.setattr(passes, "QUERY_BLOCK", 16)          # 40 = 16 + 16 + a partial block
+    blocked = pipeline.block_statistics(model, seqs, opts, crit)["heads"]
     for block in dense:
         for key in dense[block]:
             np.testing.assert_allclose(blocked[block][key], dense[block][key], rtol=1e-5, atol=1e-6)

@@ -27,6 +27,18 @@ def test_every_variant_is_a_valid_config(name, scale):
     assert len(steps) >= 4 and len({v for v, _ in steps}) == len(steps)
 
 
+def test_dry_run_validates_every_plan_it_prints(tmp_path, capsys):
+    """`jaxsink sweep --dry-run` refuses a plan that could not run: QK-norm is valid for every Table 5
+    variant but `none` (no normalisation at all), which only the full validation of each variant sees."""
+    from jaxsink.cli import main
+    args = ["sweep", "table5_norm", "--workdir", str(tmp_path), "--dry-run"]
+    assert main([*args, "--config.model.qk_norm=true"]) == 2
+    err = capsys.readouterr()
+    assert "model.qk_norm: norm_placement=none" in err.err and "jaxsink train" not in err.out
+    assert main([*args, "--config.model.d_head=7"]) == 2 and "model.d_head" in capsys.readouterr().err
+    assert main(args) == 0 and capsys.readouterr().out.count("jaxsink train") == 6
+
+
 @pytest.mark.parametrize("name", experiments.names())
 def test_experiment_runs_at_tiny_scale(name, corpus, tmp_path):
     first_two = [v for v, _ in plan(name, "tiny")][:1]   # one variant each keeps CI short; all are validated above

@@ -22,10 +22,10 @@ import numpy as np
 from flax import nnx
 
 from jaxsink.model import ModelSpec, abstract_model
+from jaxsink.model.spec import ConfigError
 from jaxsink.model.loaded import LoadedModel
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "olmo2")
-DTYPES = ("float32", "bfloat16")
 SAFETENSOR_DTYPES = ("F64", "F32", "F16", "BF16")
 LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
@@ -54,7 +54,7 @@ def spec_from_config(cfg, where: str, dtype: str = "float32") -> ModelSpec:
                                     f"num_key_value_heads={kv}")
     theta, scaling = _rope(cfg, where)
     olmo = family == "olmo2"
-    return ModelSpec(
+    values = dict(
         vocab_size=_positive(cfg, "vocab_size", where), n_layers=layers, d_model=d, n_heads=heads, n_kv_heads=kv,
         d_head=_positive(cfg, "head_dim", where, d // heads), d_ff=_positive(cfg, "intermediate_size", where),
         norm_placement="sandwich_qk" if olmo else "pre", norm_eps=_number(cfg, "rms_norm_eps", where),
@@ -62,6 +62,10 @@ def spec_from_config(cfg, where: str, dtype: str = "float32") -> ModelSpec:
         rope_theta=theta, rope_scaling=scaling, max_seq_len=_positive(cfg, "max_position_embeddings", where, 4096),
         sliding_window=_sliding_window(cfg, layers, where), tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         qkv_bias=family == "qwen2", dtype=dtype)
+    try:
+        return ModelSpec(**values)        # the model schema's own validation
+    except ConfigError as e:
+        raise CheckpointImportError(f"{where}: {e}") from None
 
 
 def _positive(cfg: dict, key: str, where: str, default=None) -> int:
@@ -166,8 +170,6 @@ def assemble(spec: ModelSpec, shapes: dict[str, tuple], read: Reader, where: str
     Names and shapes are all checked before `read` is called; then each tensor is converted and placed on
     the default device as it arrives, and its host copies are dropped.
     """
-    if spec.dtype not in DTYPES:
-        raise CheckpointImportError(f"dtype {spec.dtype!r} is not one of {list(DTYPES)}")
     graphdef, abstract = abstract_model(spec)
     plan = {}
     for path, var in nnx.to_flat_state(abstract):

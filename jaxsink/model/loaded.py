@@ -36,6 +36,8 @@ class LoadedModel:
         norm = self.params["blocks"][block - 1].get("norm_in", {})
         return norm.get("scale") if self.spec.norm_type == "rmsnorm" else None
 
-    def attention_module(self, block: int):
-        """The `Attention` module of paper block `block`, with these parameters (for its pure helpers)."""
-        return nnx.merge(self.graphdef, nnx.State(self.params)).blocks[block - 1].mixer
+    def attention_module(self, block: int, params: dict | None = None):
+        """The `Attention` module of paper block `block` with `params` (default: this model's; inside a jit
+        pass the traced ones), for its pure helpers."""
+        merged = nnx.merge(self.graphdef, nnx.State(self.params if params is None else params))
+        return merged.blocks[block - 1].mixer

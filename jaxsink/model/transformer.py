@@ -15,13 +15,9 @@ from jaxsink.model.capture import BlockOutput, NormedInput, Residual, capture_ty
 from jaxsink.model.interventions import NO_INTERVENTIONS, Interventions
 from jaxsink.model.layers import GeluMLP, LinearFFN, Norm, ReluMLP, SwiGLU, param
 from jaxsink.model.partitioning import BATCH, EMBED, LENGTH, VOCAB, constrain
-from jaxsink.model.spec import ModelSpec
+from jaxsink.model.spec import REMAT_POLICIES, ModelSpec
 
 FFN_MIXERS = {"swiglu": SwiGLU, "gelu": GeluMLP, "linear": LinearFFN, "attention": Attention, "relu": ReluMLP}
-# `model.remat`: what the backward pass may keep from each layer's forward (the rest is recomputed)
-REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
-                  "dots": jax.checkpoint_policies.checkpoint_dots,
-                  "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims}
 
 
 class Block(nnx.Module):

@@ -1,9 +1,12 @@
 """PNG figures of a probe (matplotlib, headless): the paper's Figs. 1-3 and the sink maps.
 
-Every function takes plain NumPy data (from `probe.json` or the statistics functions) and a path, so a
-figure can be regenerated from saved results without the model.
+Every figure function takes plain NumPy data (from `probe.json` or the statistics functions) and a path,
+so a figure can be regenerated from saved results without the model; `write_all` draws a probe's figures.
 """
 from __future__ import annotations
+
+import dataclasses
+import pathlib
 
 import matplotlib
 import matplotlib.ticker
@@ -11,6 +14,9 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from jaxsink import stats  # noqa: E402
+from jaxsink.probe import passes  # noqa: E402
 
 
 def _save(fig, path) -> str:
@@ -134,3 +140,40 @@ def metric_curves(curves: dict[str, tuple[list, list]], path, ylabel: str, logy:
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------ the figures of one probe
+
+def write_all(model, seqs, result, out_dir) -> list[str]:
+    """Every figure of a `ProbeResult` into `out_dir` (one forward pass each for the maps that need
+    intermediates the result does not keep); returns the file names."""
+    files = [life_cycle([dataclasses.asdict(b) for b in result.blocks], out_dir / "life_cycle.png",
+                        title=result.source)]
+    if result.heads:
+        mass = np.array([[h.first_token_mass for h in row] for row in result.heads])
+        flags = np.array([[h.is_sink for h in row] for row in result.heads])
+        files.append(head_heatmap(mass, out_dir / "sink_heads.png",
+                                  f"first-token attention mass; sink ratio {result.sink_ratio:.3f}", "alpha_1", flags))
+        files.append(_attention_map_figure(model, seqs, result.heads, out_dir))
+    peak = result.spike_peak_block
+    h = passes.capture_one(model, seqs[:1], "residual")[peak][0]
+    files.append(activations_3d(h, out_dir / "activations_3d.png", f"|h| after block {peak}",
+                                max_channels=min(model.spec.d_model, 64)))
+    raw = result.silu.raw
+    if raw:
+        i = (result.step_up_blocks or [2])[0]
+        i = i if i in raw else sorted(raw)[0]
+        files.append(silu_scatter(raw[i]["cos"].ravel(), raw[i]["norm_ratio"].ravel(), raw[i]["magnitude"].ravel(),
+                                  out_dir / "silu.png", f"FFN block {i}"))
+    if result.mechanism.uk_norm_all:
+        files.append(uk_norms(result.mechanism.uk_norm_all, out_dir / "uk_norms.png"))
+    return [pathlib.Path(f).name for f in files]
+
+
+def _attention_map_figure(model, seqs, rows, out_dir) -> str:
+    """The two heads with the most first-token mass and the one with the least, on the first sequence."""
+    heads = sorted((h for row in rows for h in row), key=lambda h: -h.first_token_mass)
+    probs = passes.capture_one(model, seqs[:1], "attn_probs")
+    maps = [(f"block {h.block} head {h.head} (alpha_1 {h.first_token_mass:.2f})",
+             stats.sink_view(probs[h.block][0, h.head], model.spec.attention)) for h in heads[:2] + heads[-1:]]
+    return attention_maps(maps, out_dir / "attention_maps.png")

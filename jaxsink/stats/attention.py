@@ -101,7 +101,6 @@ def _head_stats_from_sums(col_sum, dist_sum, n_counted, eps: float) -> dict:
             "alpha_first_half": alpha[..., : t // 2],
             "max_alpha_first_half": jnp.max(alpha[..., : t // 2], -1),
             "is_sink": sink_flags(alpha, eps),
-            "gu_alpha1": alpha1,
             "gu_sink1": alpha1 > eps,
             "mean_distance": dist_sum / jnp.where(n_counted > 0, n_counted, jnp.nan)}
 
@@ -131,7 +130,7 @@ def head_stats_blockwise(probs_block: Callable, seq_len: int, block: int, eps: f
 @probe_jit
 def head_stats(probs, eps: float = 0.3) -> dict:
     """Per (sequence, head) statistics of one layer, probs [..., H, T, T]:
-    - first_token_mass: mean over queries of A[t, 0] = the paper's alpha_1 = Gu's alpha_1 (also gu_alpha1);
+    - first_token_mass: mean over queries of A[t, 0] = the paper's alpha_1 = Gu's alpha_1;
     - alpha_first_half [..., H, T//2]: alpha_k for the keys of the sink window (notes §7 logging);
     - max_alpha_first_half and is_sink: Eq. 28's max and flag (`sink_flags`);
     - gu_sink1: Gu et al.'s flag alpha_1 > eps (its mean over layers and heads is Sink_1);
