@@ -3,7 +3,7 @@
 32 layers, d_model 4096, 32 heads x 128, SwiGLU 11008, vocab 32000, AdamW (0.9, 0.95), wd 0.1, clip 1.0,
 LR 3e-4 with 2,000 warmup steps and cosine decay to 0.1 x LR, 2M-token batches (512 x 4096), context 4096.
 Steps: 100B tokens / 2M = 50,000 (the paper prints 5,000 steps, inconsistent with its 100B tokens; we
-follow the token count). Meant for a TPU pod slice: set mesh.fsdp / mesh.tensor for the slice.
+follow the token count). Meant for a TPU pod slice: FSDP over every chip (mesh.fsdp=-1).
 """
 from jaxsink.config import base_config
 
@@ -34,4 +34,10 @@ def get_config():
     c.train.log_every = 10
     c.train.eval_every = 1000
     c.train.checkpoint_every = 1000
+    # fits a v5p-256 / v4 slice (BENCHMARKS.md, `jaxsink compile --config paper_7b --topology v5p-256`):
+    # parameters and optimizer state sharded over every chip (FSDP), layers scanned, per-layer remat
+    c.mesh.data = 1
+    c.mesh.fsdp = -1
+    c.model.scan_layers = True
+    c.model.remat = "full"
     return c

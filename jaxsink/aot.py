@@ -20,6 +20,7 @@ from jaxsink import config as config_lib
 from jaxsink import sharding
 from jaxsink import topology as topo_lib
 from jaxsink.model import ModelSpec, abstract_model, map_variables
+from jaxsink.model.partitioning import partitioned
 from jaxsink.train.optim import make_optimizer
 
 GiB = topo_lib.GiB
@@ -43,6 +44,7 @@ class ProgramReport:
     estimated_seconds: float = 0.0   # XLA's cost model (`optimal_seconds`): an estimate, not a measurement
     compile_seconds: float = 0.0
     error: str = ""               # the compiler's out-of-memory message, shortened
+    custom_calls: dict = dataclasses.field(default_factory=dict)   # kernels in the compiled HLO, e.g. splash's
 
     @property
     def total_bytes(self) -> int:
@@ -87,8 +89,17 @@ def compile_program(name: str, jitted, args, mesh) -> ProgramReport:
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     report.flops = float(cost.get("flops", 0.0))
     report.bytes_accessed = float(cost.get("bytes accessed", 0.0))
+    report.custom_calls = custom_calls(compiled.as_text() or "")
     report.estimated_seconds = max(float(cost.get("optimal_seconds", 0.0)), 0.0)   # CPU's is not a time
     return report
+
+
+def custom_calls(hlo_text: str) -> dict:
+    """{custom_call_target: count} of the compiled HLO (`tpu_custom_call` is a Pallas/Mosaic kernel)."""
+    out: dict = {}
+    for target in re.findall(r'custom_call_target="([^"]+)"', hlo_text):
+        out[target] = out.get(target, 0) + 1
+    return out
 
 
 def _oom_summary(message: str) -> str:
@@ -135,21 +146,35 @@ def probe_program(run):
                                                                        sharding=row)
 
 
-def compile_all(cfg, devices, *, stats: bool = True) -> tuple[object, list[ProgramReport]]:
-    """Compile every program of `cfg` for `devices`; returns (abstract run, reports)."""
+PROGRAMS = ("train", "stats", "eval", "probe")
+
+
+def compile_all(cfg, devices, programs=PROGRAMS) -> tuple[object, list[ProgramReport]]:
+    """Compile the chosen programs of `cfg` for `devices` (train first); returns (abstract run, reports)."""
     from jaxsink.train.stats import training_stats
     from jaxsink.train.step import make_eval_step
+    unknown = sorted(set(programs) - set(PROGRAMS))
+    if unknown or "train" not in programs:
+        raise config_lib.ConfigError(f"--programs: choose from {list(PROGRAMS)}, train included; got {list(programs)}")
     run = abstract_run(cfg, devices)
     args = program_args(run)             # built outside jax.set_mesh: eager code there would need the TPU
-    steps = _train_jit(run, training_stats(cfg) if stats else None)
-    reports = [compile_program("train_step", steps[False], (args["state"], args["batch"]), run.mesh)]
-    if stats:
-        reports.append(compile_program("train_step+stats", steps[True], (args["state"], args["batch"]), run.mesh))
-    reports.append(compile_program("eval_step", jax.jit(make_eval_step(run.graphdef)),
-                                   (args["params"], *args["eval"]), run.mesh))
-    probe_fn, probe_tokens = probe_program(run)
-    reports.append(compile_program("probe_forward", probe_fn, (args["params"], probe_tokens), run.mesh))
+    steps = _train_jit(run, training_stats(cfg) if "stats" in programs else None)
+    state_batch = (args["state"], args["batch"])
+    reports = [compile_program("train_step", steps[False], state_batch, run.mesh)]
+    if "stats" in programs:
+        reports.append(compile_program("train_step+stats", steps[True], state_batch, run.mesh))
+    if "eval" in programs:
+        reports.append(compile_program("eval_step", jax.jit(partitioned(make_eval_step(run.graphdef), run.rules,
+                                                                        _platform(run))),
+                                       (args["params"], *args["eval"]), run.mesh))
+    if "probe" in programs:
+        probe_fn, probe_tokens = probe_program(run)
+        reports.append(compile_program("probe_forward", probe_fn, (args["params"], probe_tokens), run.mesh))
     return run, reports
+
+
+def _platform(run) -> str:
+    return run.mesh.devices.flat[0].platform
 
 
 # ---------------------------------------------------------------- figures per chip
@@ -232,7 +257,9 @@ def format_summary(s: CompileSummary) -> str:
         lines.append(f"{p.name:<18}{p.argument_bytes / GiB:>10.2f}{p.temp_bytes / GiB:>10.2f}"
                      f"{p.output_bytes / GiB:>9.2f}{p.total_bytes / GiB:>11.2f}{p.flops / 1e12:>9.1f}"
                      f"{p.estimated_seconds * 1e3:>9.1f}{p.compile_seconds:>11.1f}")
-    lines.append(f"model FLOPs per step {s.model_flops_per_step:.3e} ({s.tokens_per_step} tokens)")
+    kernels = ", ".join(f"{k} x{n}" for k, n in s.programs[0].custom_calls.items()) or "none"
+    lines.append(f"model FLOPs per step {s.model_flops_per_step:.3e} ({s.tokens_per_step} tokens); "
+                 f"custom calls in the train step: {kernels}")
     if s.estimated_step_seconds:
         mfu = f", MFU {100 * s.estimated_mfu:.1f}%" if s.peak_flops_per_chip else ""
         lines.append(f"estimated (XLA cost model, not measured): train step {s.estimated_step_seconds * 1e3:.1f} ms"
@@ -242,7 +269,7 @@ def format_summary(s: CompileSummary) -> str:
 
 
 def main(config: str, topology_name: str, slices: int = 1, overrides=(), json_out: str | None = None,
-         stats: bool = True) -> dict:
+         programs=PROGRAMS) -> dict:
     """`jaxsink compile`: compile, print the table to stderr, write JSON, fail if a program does not fit."""
     import json
     import pathlib
@@ -252,7 +279,7 @@ def main(config: str, topology_name: str, slices: int = 1, overrides=(), json_ou
     if topology.platform == "tpu" and not jax.config.jax_platforms:
         jax.config.update("jax_platforms", "cpu")     # the default backend stays CPU: eager code runs there
     devices = topo_lib.devices(topology)
-    run, reports = compile_all(cfg, devices, stats=stats)
+    run, reports = compile_all(cfg, devices, programs)
     summary = summarize(config, topology, run, reports)
     print(format_summary(summary), file=sys.stderr)
     result = summary.to_dict()

@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--topology", required=True, help="v5p-256, v5p:4x4x8, v5e-16, v6e-8, v4-32 or cpu-8")
     co.add_argument("--slices", type=int, default=1, help="multi-slice: number of slices of that topology")
     co.add_argument("--json", help="also write the figures to this JSON file")
-    co.add_argument("--no-stats", action="store_true", help="skip the training step with statistics")
+    co.add_argument("--programs", default="train,stats,eval,probe",
+                    help="comma-separated: train (always), stats (train step with statistics), eval, probe")
     de = sub.add_parser("demo", help="the main job: a short tiny-scale run on the default corpus")
     de.add_argument("--workdir", default="runs/demo")
     de.add_argument("--no-progress", action="store_true")
@@ -228,7 +229,8 @@ def _demo_table(result) -> str:
 
 def cmd_compile(args, overrides):
     from jaxsink.aot import main as compile_main
-    return compile_main(args.config, args.topology, args.slices, overrides, args.json, stats=not args.no_stats)
+    programs = tuple(p.strip() for p in args.programs.split(",") if p.strip())
+    return compile_main(args.config, args.topology, args.slices, overrides, args.json, programs)
 
 
 COMMANDS = {"compile": cmd_compile, "train": cmd_train, "eval": cmd_eval, "probe": cmd_probe, "sweep": cmd_sweep, "demo": cmd_demo}

@@ -48,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
         corpus="shakespeare", tokenizer="byte", bpe_vocab_size=4096, heldout_fraction=0.05,
     ))
     c.mesh = ml_collections.ConfigDict(dict(
-        data=-1, fsdp=1, tensor=1,   # data -1: all remaining devices
+        data=-1, fsdp=1, tensor=1,   # data (or fsdp) -1: all remaining devices
         # logical axis -> mesh axes (MaxText-style rules); an axis that does not divide a dim is dropped
         rules=ml_collections.ConfigDict(dict(
             batch="data,fsdp", embed="fsdp", vocab="tensor", heads="tensor", kv_heads="tensor",
@@ -229,9 +229,10 @@ def _validate_stats(s) -> None:
 
 def _validate_mesh(cfg, device_count) -> None:
     mesh, t = cfg.mesh, cfg.train
-    for key in ("fsdp", "tensor"):
-        _check(mesh[key] >= 1, f"mesh.{key}", f"must be >= 1, got {mesh[key]}")
-    _check(mesh.data == -1 or mesh.data >= 1, "mesh.data", f"must be >= 1 or -1 (infer), got {mesh.data}")
+    _check(mesh.tensor >= 1, "mesh.tensor", f"must be >= 1, got {mesh.tensor}")
+    for key in ("data", "fsdp"):
+        _check(mesh[key] == -1 or mesh[key] >= 1, f"mesh.{key}", f"must be >= 1 or -1 (infer), got {mesh[key]}")
+    _check(mesh.data != -1 or mesh.fsdp != -1, "mesh.fsdp", "only one of mesh.data and mesh.fsdp may be -1")
     if device_count is None:
         return
     shape = mesh_shape(mesh, device_count)
@@ -243,9 +244,12 @@ def _validate_mesh(cfg, device_count) -> None:
 
 
 def mesh_shape(mesh, device_count: int) -> tuple[int, int, int]:
-    """(data, fsdp, tensor); data=-1 takes every device the other two leave."""
-    other = mesh.fsdp * mesh.tensor
-    if mesh.data == -1:
-        _check(device_count % other == 0, "mesh", f"fsdp*tensor={other} does not divide the {device_count} devices")
-        return device_count // other, mesh.fsdp, mesh.tensor
+    """(data, fsdp, tensor); data=-1 (or fsdp=-1) takes every device the other two leave."""
+    for key, other_key in (("data", "fsdp"), ("fsdp", "data")):
+        if mesh[key] == -1:
+            other = mesh[other_key] * mesh.tensor
+            _check(device_count % other == 0, "mesh",
+                   f"{other_key}*tensor={other} does not divide the {device_count} devices")
+            inferred = {key: device_count // other, other_key: mesh[other_key]}
+            return inferred["data"], inferred["fsdp"], mesh.tensor
     return mesh.data, mesh.fsdp, mesh.tensor

@@ -128,6 +128,7 @@ def devices(topology: Topology) -> list:
     cores = topology.chips_per_slice * topology.chip.cores_per_chip
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", f"{topology.chip.generation}-{cores}")
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")    # compiling only: no chip to guard with a lock
     bounds = tuple(min(2, s) for s in topology.shape) + (1,) * (3 - len(topology.shape))
     desc = topologies.get_topology_desc(platform="tpu", topology_name=topology.topology_string,
                                         chip_config_name=topology.chip.chip_config,

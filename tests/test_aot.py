@@ -31,3 +31,55 @@ def test_topology_slices_cpu_and_bad_names():
                        ("v5e:2x2x1", "2 positive"), ("cpu-0", "at least one")]:
         with pytest.raises(ConfigError, match=words):
             parse_topology(bad)
+
+
+def test_cpu_topology_compiles_the_training_step_from_shapes_only():
+    """cpu-8 (the test session's 8 CPU devices): train step with and without statistics; the arguments per
+    device are the replicated state (params + Adam's two moments, float32) plus one device's batch rows."""
+    import numpy as np
+    from jaxsink import aot
+    result = aot.main("tiny", "cpu-8", overrides=["model.n_layers=1", "train.batch_size=8", "train.seq_len=32"],
+                      programs=("train", "stats"))
+    train, stats = result["programs"]
+    assert (train["name"], stats["name"]) == ("train_step", "train_step+stats")
+    # embed + head (vocabulary 257 rounded up to 264), q/k/v/o, SwiGLU, two block norms and the final norm
+    n = 264 * 128 * 2 + 4 * 128 * 4 * 32 + 3 * 128 * 512 + 3 * 128
+    batch = 2 * 4 * 32                      # inputs and targets: one of the 8 rows per device
+    assert 0 <= train["argument_bytes"] - (3 * 4 * n + batch) < 64   # + step counters
+    assert train["flops"] > 0 and stats["argument_bytes"] == train["argument_bytes"]
+    assert np.isclose(result["model_flops_per_step"], aot.model_flops_per_step(
+        aot.ModelSpec.from_config(aot.config_lib.load_config("tiny", ["model.n_layers=1"]).model, 257),
+        aot.config_lib.load_config("tiny", ["train.batch_size=8", "train.seq_len=32"]).train))
+
+
+def test_a_program_that_does_not_fit_is_one_line_naming_it():
+    from jaxsink.aot import CompileSummary, DoesNotFit, ProgramReport, check_fits
+    s = CompileSummary("paper_7b", "v5e-4", "v5e:2x2", 4, 16 * 2 ** 30, 197e12, 1, 1, 1.0,
+                       [ProgramReport("train_step", argument_bytes=20 * 2 ** 30)])
+    with pytest.raises(DoesNotFit, match=r"^train_step does not fit v5e-4: needs 20.0 GiB .* the chip has 16.0 GiB$"):
+        check_fits(s)
+
+
+def test_without_libtpu_the_command_says_how_to_get_it(monkeypatch, capsys):
+    import sys
+    from jaxsink.cli import main
+    monkeypatch.setitem(sys.modules, "libtpu", None)           # import libtpu -> ImportError
+    assert main(["compile", "--config", "tiny", "--topology", "v5e-4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'pip install -e ".[tpu]"' in err[0]
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu not installed (pip install -e '.[tpu]')")
+@pytest.mark.parametrize("config,topology,extra,programs", [
+    ("tiny", "v5e:2x2", ["model.n_layers=1"], ("train", "stats")),
+    ("small", "v5p:2x2x1", ["model.n_layers=1", "model.scan_layers=True", "model.remat=full",
+                            "train.batch_size=8"], ("train",)),
+])
+def test_tpu_topology_compiles_and_fits(config, topology, extra, programs):
+    from jaxsink import aot
+    r = aot.main(config, topology, overrides=extra, programs=programs)
+    assert r["hbm_per_chip_bytes"] > 0 and 0 < r["estimated_mfu"] < 1 and r["estimated_chip_hours"] > 0
+    for p in r["programs"]:
+        assert not p["error"] and 0 < p["total_bytes"] < r["hbm_per_chip_bytes"]
+    if config == "small":                       # T = 1024: the splash kernel is a Mosaic custom call
+        assert r["programs"][0]["custom_calls"].get("tpu_custom_call", 0) >= 2
