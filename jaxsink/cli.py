@@ -3,6 +3,7 @@
     jaxsink train --config configs/tiny.py --workdir DIR [--config.model.norm_placement=sandwich ...]
     jaxsink eval --workdir DIR
     jaxsink demo [--workdir DIR] [--config.train.steps=10000 ...]
+    jaxsink impact --workdir DIR | --gguf FILE | --hf DIR --out OUT   (docs/impact.md)
 
 Errors a user can fix (bad config, data, workdir, checkpoint) print one line `jaxsink: error: ...` and
 exit with status 2, before any compute.
@@ -14,6 +15,8 @@ import json
 import logging
 import os
 import sys
+
+from jaxsink.impact import cli as impact_cli
 
 CONFIG_PREFIX = "--config."
 
@@ -54,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--vocab-sample", type=int, default=1024, help="ids in the vocabulary probe (0: all)")
     pr.add_argument("--interventions", action=argparse.BooleanOptionalAction, default=True)
     pr.add_argument("--no-progress", action="store_true")
+    impact_cli.add_parser(sub)
     sw = sub.add_parser("sweep", help="train and probe every variant of a paper table; write results and a report")
     sw.add_argument("experiment", help="table3_optimization, table4_ffn, table5_norm, table6_heads, table7_gates, "
                                        "table8_context or prior_work")
@@ -148,7 +152,7 @@ def _user_errors():
     from jaxsink.aot import DoesNotFit
     # OSError: a full disk or a read-only folder is the user's to fix, not a bug to trace back
     return (ConfigError, DataError, CheckpointError, CheckpointImportError, NonFiniteLoss, RunError, WorkdirLocked,
-            _usage, OSError, DoesNotFit)
+            _usage, OSError, DoesNotFit, *impact_cli.errors())
 
 
 def cmd_train(args, overrides):
@@ -233,7 +237,8 @@ def cmd_compile(args, overrides):
     return compile_main(args.config, args.topology, args.slices, overrides, args.json, programs)
 
 
-COMMANDS = {"compile": cmd_compile, "train": cmd_train, "eval": cmd_eval, "probe": cmd_probe, "sweep": cmd_sweep, "demo": cmd_demo}
+COMMANDS = {"compile": cmd_compile, "train": cmd_train, "eval": cmd_eval, "probe": cmd_probe, "sweep": cmd_sweep,
+            "demo": cmd_demo, "impact": lambda args, overrides: impact_cli.command(args, _probe_source)}
 
 if __name__ == "__main__":
     sys.exit(main())
