@@ -101,12 +101,25 @@ def reproduction(root, out, header: str = "") -> pathlib.Path:
     lines, tally = [header] if header else [], {}
     for name in experiments.names():
         exp = experiments.load(name)
+        if hasattr(exp, "BOS_CLAIMS"):    # a seeded testbed table (jaxsink.bb_seeds): its own claims.md
+            lines += _seeded_section(exp, name, root / name)
+            continue
         folders = [root / name, *sorted(p for p in root.glob(f"{name}@*") if (p / "results.json").exists())]
         for folder in folders:
             lines += _reproduction_section(exp, name, folder, out, tally)
     summary = ", ".join(f"{n} {v}" for v, n in sorted(tally.items()))
     out.write_text("\n".join(lines).replace("{SUMMARY}", summary) + "\n")
     return out
+
+
+def _seeded_section(exp, name: str, folder: pathlib.Path) -> list[str]:
+    """The claims.md of `python -m jaxsink.bb_seeds` under its own title (its verdict rules differ from
+    `jaxsink.claims`, so its verdicts are not in the summary count); nothing if it was not run."""
+    saved = folder / "claims.md"
+    if not saved.exists():
+        return []
+    body = saved.read_text().split("\n", 1)[1]
+    return [f"## {exp.TITLE}", "", f"`python -m jaxsink.bb_seeds {name} --workdir {folder} --seeds 0 1 2`", body]
 
 
 def _reproduction_section(exp, name: str, folder: pathlib.Path, out: pathlib.Path, tally: dict) -> list[str]:

@@ -80,7 +80,7 @@ def test_rerun_with_other_overrides_is_refused_before_any_compute(corpus, tmp_pa
 def test_demo_takes_overrides_and_says_when_sinks_need_more_tokens(corpus, tmp_path, capsys):
     from jaxsink.cli import main
     extra = [f"--config.{o.format(corpus=corpus)}" for o in SMALL]
-    assert main(["demo", "--workdir", str(tmp_path), "--no-progress", *extra]) == 0
+    assert main(["demo", "--text", "--workdir", str(tmp_path), "--no-progress", *extra]) == 0
     err = capsys.readouterr().err
     assert sorted(json.loads((tmp_path / "results.json").read_text())["variants"]) == ["pre", "sandwich", "sandwich_qk"]
     assert "paper: Sandwich norm cuts the spike" in err and f"report: {tmp_path / 'report.md'}" in err
