@@ -71,3 +71,22 @@ def test_bad_policies():
     s, graphdef, params = _model()
     with pytest.raises(CacheError, match="budget >= sequence length"):
         kvcache.decode(graphdef, params, jnp.zeros((1, 9), jnp.int32), CachePolicy("full", 4))
+
+
+def test_passkey_corpus_and_retrieval():
+    from jaxsink.config import load_config
+    from jaxsink.data import load_corpus
+    from jaxsink.data.tokenizer import ByteTokenizer
+    from jaxsink.impact import passkey
+    docs = load_corpus("passkey")
+    assert len(docs) == 2048 and docs[0].count("the pass key is") == 2 and docs[0] != docs[1]
+    key = docs[0].split("the pass key is ")[1][:5]
+    assert key.isdigit() and docs[0].endswith(f"the pass key is {key}.")
+    assert load_config("configs/tiny_passkey.py").data.corpus == "passkey"
+    tokens, start = passkey.prompts(ByteTokenizer(), True, n=3, filler_sentences=2)
+    assert tokens.shape[0] == 3 and bytes(tokens[0, start:].astype(np.uint8)).decode()[-1] == "."
+    s, graphdef, params = _model(vocab_size=264, max_seq_len=128)
+    logits = np.asarray(apply(graphdef, params, jnp.asarray(tokens))[0])
+    want = np.mean(np.all(logits[:, start - 1:-1].argmax(-1) == tokens[:, start:], axis=1))
+    policy = CachePolicy("full", tokens.shape[1])
+    assert passkey.retrieval_accuracy(graphdef, params, tokens, start, policy) == want

@@ -12,6 +12,7 @@ import json
 import pathlib
 import re
 
+from jaxsink.data.passkey import passkey_docs
 from jaxsink.data.synthetic import bigram_backcopy
 
 
@@ -132,4 +133,4 @@ def kjv() -> list[str]:
 
 
 SHIPPED = {"shakespeare": shakespeare, "kjv": kjv, "english": lambda: shakespeare() + kjv(),
-           "bigram_backcopy": bigram_backcopy}
+           "bigram_backcopy": bigram_backcopy, "passkey": passkey_docs}
