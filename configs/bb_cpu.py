@@ -1,7 +1,7 @@
 """Guo et al.'s Bigram-Backcopy setting (`bb_guo`) reduced for 2 CPU cores: the base of `--scale bb` sweeps
 (`experiments/bb_*.py`) and of the CPU emergence test. Width 64, one head of 64, ReLU FFN 256, sequences of
 64, batch 16, lr 3e-3 (10x theirs; at 3e-4 a run this small needs thousands of steps), linear maps at
-torch's default scale for width 64 (std 1/sqrt(3 * 64) = 0.072), 800 steps (0.8M tokens). The BOS sink
+torch's default scale for width 64 (std 1/sqrt(3 * 64) = 0.072), 400 steps (0.4M tokens). The BOS sink
 (non-trigger queries' attention on BOS above 0.5) forms by about step 300 (docs/tiny_recipe.md).
 """
 from jaxsink.configs import bb_guo
@@ -17,7 +17,7 @@ def get_config():
     c.train.seq_len = 64
     c.train.batch_size = 16
     c.train.lr = 3e-3
-    c.train.steps = 800
+    c.train.steps = 400
     c.train.log_every = 100
     c.train.checkpoint_every = 400
     c.train.keep_checkpoints = 1

@@ -220,3 +220,25 @@ def test_training_statistics_log_the_bos_dynamics():
     probs = np.asarray(c["attn_probs"][1])[:, 0]
     assert float(out["bos/attention"][0]) == pytest.approx(probs[..., 0][mask].mean(), rel=1e-5)
     assert out["bos/residual_norm"].shape == (2,) and out["bos/value_norm"].shape == (1,)
+
+
+# ----------------------------------------------------------------------------- the seeded verdicts
+
+def test_seeded_verdict_rules_on_planted_tables():
+    from jaxsink.bb_seeds import bootstrap, judge
+    point, low, high = bootstrap([1.0, 2.0, 3.0])
+    assert point == 2.0 and 1.0 <= low <= point <= high <= 3.0
+    assert bootstrap([4.0, 4.0, 4.0]) == (4.0, 4.0, 4.0)
+    sink = {"bos_attention": [0.8, 0.85, 0.9], "bos_norm": [50.0, 55.0, 60.0], "loss": [1.8] * 3}
+    none = {"bos_attention": [0.1, 0.12, 0.15], "bos_norm": [20.0, 21.0, 22.0], "loss": [1.8] * 3}
+    mixed = {"bos_attention": [0.2, 0.9, 0.3], "bos_norm": [50.0, 20.0, 60.0], "loss": [1.8] * 3}
+    assert judge("keeps_sink", sink, sink)[0] == "agrees"
+    assert judge("keeps_sink", none, sink)[0] == "disagrees"
+    assert judge("keeps_sink", mixed, sink)[0] == "inconclusive"
+    assert judge("keeps_sink", sink, none)[0] == "inconclusive"       # the reference has no sink
+    assert judge("removes_sink", none, sink)[0] == "agrees"
+    assert judge("cuts_spike", none, sink)[0] == "agrees" and judge("cuts_spike", sink, none)[0] == "disagrees"
+    assert judge("keeps_spike", sink, sink)[0] == "agrees"
+    assert judge("more_sink", sink, none)[0] == "agrees" and judge("more_sink", none, sink)[0] == "disagrees"
+    diverged = {**none, "loss": [5.0] * 3}
+    assert judge("cuts_spike", diverged, sink)[0] == "inconclusive"
