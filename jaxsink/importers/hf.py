@@ -190,6 +190,9 @@ def assemble(spec: ModelSpec, shapes: dict[str, tuple], read: Reader, where: str
     for name, array in read(list(plan)):
         path, layout, shape = plan[name]
         x = array.T if layout in ("in", "out") else array
+        if not np.isfinite(np.sum(x, dtype=np.float64)):   # a float64 sum of finite weights cannot overflow
+            raise CheckpointImportError(f"{where}: tensor {name!r} holds {int(np.sum(~np.isfinite(x)))} non-finite "
+                                        "values (NaN/Inf): a corrupt checkpoint; nothing was loaded")
         # wait for each copy: an async device_put would keep host buffers alive and pile them up
         _insert(params, path, jax.device_put(np.asarray(x.reshape(shape), dtype)).block_until_ready())
     return graphdef, params
