@@ -1,7 +1,7 @@
 """Where a training step's time goes, by component, jaxsink beside the PyTorch reference (issue 18).
 
     python benchmarks/profile_step.py [--config tiny] [--dtype float32] [--steps 10] [--reps 15]
-        [--generic-paths] [--out F]
+        [--paths accelerator | key=value,...] [--out F]
 
 (a) In context: jaxsink's jitted training step (`make_train_step`: forward, backward, clipping, AdamW) is
 traced with `jax.profiler`; every XLA op's time (summed over the CPU threads that ran it) is attributed to the
@@ -15,7 +15,8 @@ backward of each component at the step's shapes, through jaxsink's own functions
 SDPA), RMSNorm, the SwiGLU FFN with its weight gradients, embedding + final norm + head + cross-entropy, the
 optimizer update (clip + AdamW) and the whole step. torch: `--threads` intra-op threads, OMP_WAIT_POLICY=PASSIVE
 (set here unless given).
-`--generic-paths` profiles jaxsink with the accelerators' paths forced on CPU (the "before" of issue 18).
+`--paths accelerator` profiles jaxsink with the GPU/TPU paths forced on CPU (the "before" of issue 18);
+`--paths key=value,...` changes single entries (`torch_reference.path_table`).
 Prints two tables (with the load average) and writes JSON (--out).
 """
 from __future__ import annotations
@@ -145,7 +146,12 @@ def in_context(cfg, steps: int) -> dict:
     step = jax.jit(make_train_step(run.graphdef, run.optimizer, cfg.train))
     batch = run.train_batch(0)
     compiled = step.lower(state, batch).compile()
-    components = op_components(compiled.as_text())
+    text = compiled.as_text()
+    components = op_components(text)
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    entry = text[text.index("\nENTRY"):]
+    n_ops = len(re.findall(r"^\s+(?:ROOT )?%\S+ = ", entry.split("\n}\n")[0], re.M))
     for _ in range(2):
         jax.block_until_ready(compiled(state, batch))
     per_op, wall = traced_op_times(compiled, lambda: (state, batch), steps)
@@ -154,6 +160,8 @@ def in_context(cfg, steps: int) -> dict:
         totals[components.get(op, "other (copies, layout, glue)")] += ms
     top = sorted(per_op.items(), key=lambda kv: -kv[1])[:15]
     return {"wall_ms_per_step": wall * 1e3, "thread_ms_per_step": sum(per_op.values()),
+            "xla_gflop": cost.get("flops", 0.0) / 1e9, "xla_bytes_accessed_mb": cost.get("bytes accessed", 0.0) / 1e6,
+            "entry_ops": n_ops,
             "components_thread_ms": dict(totals.most_common()),
             "top_ops": [(op, components.get(op, "?"), ms) for op, ms in top]}
 
@@ -214,12 +222,12 @@ def jax_components(cfg, spec) -> dict:
             "embedding + final norm + head + loss": _jax_grad_fn(embed_head_loss, embed, norm_state, head, tokens)}
 
 
-def jax_optimizer_and_step(cfg) -> dict:
+def jax_optimizer_and_step(cfg, path_spec: str) -> dict:
     import jax
     import jax.numpy as jnp
     import optax
     from torch_reference import JaxStepper
-    stepper = JaxStepper(cfg)
+    stepper = JaxStepper(cfg, path_spec)
     params, opt_state = jax.tree.map(jnp.copy, (stepper.state["params"], stepper.state["opt_state"]))
     grads = jax.tree.map(lambda p: 1e-3 * jax.random.normal(jax.random.key(2), p.shape, p.dtype), params)
 
@@ -306,27 +314,29 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
     p.add_argument("--corpus", default="shakespeare")
     p.add_argument("--override", nargs="*", default=[])
-    p.add_argument("--generic-paths", action="store_true", help="the accelerators' paths forced on CPU")
+    p.add_argument("--paths", default="", help="'accelerator' or 'key=value,...' (torch_reference.path_table)")
     p.add_argument("--out", default="")
     args = p.parse_args()
     import torch
     from jaxsink.model import cpu_paths
-    from torch_reference import setup
+    from torch_reference import path_table, setup
     torch.set_num_threads(args.threads)
-    if args.generic_paths:
-        cpu_paths.BACKEND_PATHS["cpu"] = cpu_paths.BACKEND_PATHS["tpu"]
+    cpu_paths.BACKEND_PATHS["cpu"] = path_table(args.paths)
     cfg, spec, tokenizer, splits = setup(args)
     result = {"config": args.config, "dtype": args.dtype, "paths": cpu_paths.paths(),
               "load_average_before": os.getloadavg()}
     print(f"{args.config} {args.dtype}, jaxsink paths {cpu_paths.paths()}; load average {os.getloadavg()}",
           flush=True)
     result["in_context"] = ctx = in_context(cfg, args.steps)
+    print(f"\nXLA cost analysis of the step: {ctx['xla_gflop']:.2f} GFLOP, {ctx['xla_bytes_accessed_mb']:.0f} MB "
+          f"accessed, {ctx['entry_ops']} ops in the entry computation")
     print(f"\n(a) jaxsink's whole step in context: {ctx['wall_ms_per_step']:.1f} ms wall per traced step, "
-          f"{ctx['thread_ms_per_step']:.1f} ms thread time\n\n| component | thread ms per step | share |\n|---|---|---|")
+          f"{ctx['thread_ms_per_step']:.1f} ms thread time\n\n| component | thread ms per step | share |\n"
+          "|---|---|---|")
     for name, ms in ctx["components_thread_ms"].items():
         print(f"| {name} | {ms:.1f} | {100 * ms / ctx['thread_ms_per_step']:.0f}% |")
     print("\ntop ops: " + "; ".join(f"{op} ({c}) {ms:.1f}" for op, c, ms in ctx["top_ops"]), flush=True)
-    jax_fns = {**jax_components(cfg, spec), **jax_optimizer_and_step(cfg)}
+    jax_fns = {**jax_components(cfg, spec), **jax_optimizer_and_step(cfg, args.paths)}
     torch_fns = torch_components(cfg, spec, tokenizer, splits, args.dtype)
     result["isolated"] = iso = interleaved({n: {"jaxsink": jax_fns[n], "torch eager": torch_fns[n]}
                                             for n in jax_fns}, args.reps)

@@ -1,7 +1,8 @@
 """jaxsink's training step against a PyTorch reference of the same model and step (eager and torch.compile).
 
     python benchmarks/torch_reference.py [--config tiny] [--steps 20] [--dtype float32] [--threads N]
-        [--omp-wait-policy default PASSIVE] [--no-compile] [--no-check] [--out F]
+        [--omp-wait-policy default PASSIVE] [--no-compile] [--no-check]
+        [--paths-variants accelerator key=value,...] [--xla-flags 'FLAG=V ...' ...] [--out F]
 
 The reference is written from jaxsink's code, not from a library model: decoder-only, pre-norm RMSNorm
 (float32 statistics, eps from the spec), SwiGLU FFN, rotate-half RoPE (HF Llama convention, as
@@ -21,6 +22,10 @@ threads (default: every core); XLA's CPU client runs one intra-op pool with one 
 settable per run). Then a correctness check in this process (float32): parameter counts (torch vs
 `count_params`), and the losses of 3 steps from jaxsink's own initial parameters (warmup off so the optimizer
 acts from step 0). Model FLOPs per token are `train_throughput.model_flops_per_token`.
+Each step's CPU time (all threads of its process) is recorded beside its wall time: on cores shared with other
+jobs it measures the work rather than the wait. More jaxsink workers on request, timed in the same interleave:
+`--paths-variants accelerator` (the GPU/TPU compute paths forced on CPU: jaxsink before issue 18) or
+`key=value,...` (single entries of `jaxsink.model.cpu_paths`), `--xla-flags` (one worker per XLA_FLAGS value).
 Prints a table and writes JSON (--out).
 """
 from __future__ import annotations
@@ -257,12 +262,11 @@ class TorchStepper:
 class JaxStepper:
     """jaxsink's own jitted training step (`make_train_step`, state donated), on one CPU device."""
 
-    def __init__(self, cfg, generic_paths: bool = False):
+    def __init__(self, cfg, paths: str = ""):
         import jax
         from jaxsink.model import cpu_paths
         from jaxsink.train.run import Run
-        if generic_paths:        # "before": the accelerators' paths (fused attention, einsum-shaped dots) on CPU
-            cpu_paths.BACKEND_PATHS["cpu"] = cpu_paths.BACKEND_PATHS["tpu"]
+        cpu_paths.BACKEND_PATHS["cpu"] = path_table(paths)
         from jaxsink.train.step import make_train_step
         from train_throughput import model_flops_per_token
         self.jax, self.run = jax, Run.create(cfg, WORKDIR, devices=jax.devices()[:1])
@@ -280,12 +284,27 @@ class JaxStepper:
         return float(self.jax.block_until_ready(metrics)["loss"])
 
 
+def path_table(spec: str) -> dict:
+    """jaxsink's CPU compute-path table (`jaxsink.model.cpu_paths`) as `spec` changes it: '' keeps it,
+    'accelerator' takes the GPU/TPU table, 'key=value,...' overrides entries (values: true/false or a word)."""
+    from jaxsink.model import cpu_paths
+    if spec == "accelerator":
+        return dict(cpu_paths.BACKEND_PATHS["tpu"])
+    table = dict(cpu_paths.BACKEND_PATHS["cpu"])
+    for item in filter(None, spec.split(",")):
+        key, value = item.split("=")
+        if key not in table:
+            raise SystemExit(f"unknown compute path {key!r}; known: {sorted(table)}")
+        table[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return table
+
+
 def serve(args) -> None:
     """A worker process: build and warm up (untimed; compilation happens here), then time one step per request."""
     cfg, spec, tokenizer, splits = setup(args)
     t0 = time.perf_counter()
     try:
-        stepper = JaxStepper(cfg, args.serve == "jaxsink-generic") if args.serve.startswith("jaxsink") else \
+        stepper = JaxStepper(cfg, args.paths) if args.serve == "jaxsink" else \
             TorchStepper(cfg, spec, tokenizer, splits, args.dtype, compiled=args.serve == "torch.compile")
         for _ in range(args.warmup):
             stepper.step(stepper.batch(0))
@@ -316,17 +335,20 @@ def run_interleaved(args, cfg) -> dict:
     """Build and warm up every worker process, then time `args.steps` steps interleaved (`interleave`)."""
     jax_env = {"JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1"}
     plan = [("jaxsink jit", "jaxsink", jax_env)]
-    if args.generic_paths:
-        plan.append(("jaxsink jit, accelerator paths (before issue 18)", "jaxsink-generic", jax_env))
+    plan += [(f"jaxsink jit, paths {v}", "jaxsink", jax_env, v) for v in args.paths_variants]
+    for flags in args.xla_flags:
+        flags = " ".join(f if f.startswith("--") else "--" + f for f in flags.split())
+        plan.append((f"jaxsink jit, XLA_FLAGS={flags}", "jaxsink", {**jax_env, "XLA_FLAGS": flags}))
     for policy in args.omp_wait_policy:
         env = {} if policy == "default" else {"OMP_WAIT_POLICY": policy}
         suffix = "" if policy == "default" else f" (OMP_WAIT_POLICY={policy})"
         kinds = ("eager",) if args.no_compile else ("eager", "torch.compile")
         plan += [(("torch eager" if k == "eager" else k) + suffix, k, env) for k in kinds]
     workers = []
-    for name, kind, env in plan:
+    for name, kind, env, *paths in plan:
         print(f"setting up {name} ...", flush=True)
-        cmd = [sys.executable, __file__, "--serve", kind, "--config", args.config, "--dtype", args.dtype,
+        cmd = [sys.executable, __file__, "--serve", kind, "--paths", *(paths or [""]), "--config", args.config,
+               "--dtype", args.dtype,
                "--warmup", str(args.warmup), "--threads", str(args.threads), "--corpus", args.corpus,
                "--override", *args.override]
         workers.append(Worker(name, cmd, env))
@@ -393,8 +415,13 @@ def main() -> None:
     p.add_argument("--corpus", default="shakespeare")
     p.add_argument("--override", nargs="*", default=[], help="extra config overrides, e.g. train.batch_size=8")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    p.add_argument("--generic-paths", action="store_true",
-                   help="also time jaxsink with the accelerators' compute paths forced on CPU (jaxsink.model.cpu_paths)")
+    p.add_argument("--xla-flags", nargs="*", default=[],
+                   help="one more jaxsink worker per value, run with that XLA_FLAGS (leading -- optional: "
+                        "'xla_cpu_use_xnnpack=false')")
+    p.add_argument("--paths-variants", nargs="*", default=[],
+                   help="one more jaxsink worker per value, with these compute paths on CPU (`path_table`): "
+                        "'accelerator' (the GPU/TPU table: the paths before issue 18) or 'key=value,...'")
+    p.add_argument("--paths", default="", help=argparse.SUPPRESS)
     p.add_argument("--no-check", action="store_true", help="skip the float32 equivalence check")
     p.add_argument("--out", default="")
     p.add_argument("--serve", default="", help=argparse.SUPPRESS)

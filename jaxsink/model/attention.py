@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxsink.model.capture import QKV, AttnGate, AttnProbs
-from jaxsink.model.cpu_paths import causal_attention, dense, paths
+from jaxsink.model.cpu_paths import causal_attention, dense, dense_many, paths
 from jaxsink.model.flash import fused_attention
 from jaxsink.model.layers import alibi_slopes, const_param, out_std, param, rms_normalize, rope
 from jaxsink.model.spec import ModelSpec
@@ -108,7 +108,7 @@ class Attention(nnx.Module):
 
     def __call__(self, x, ctx):
         spec, dt = self.spec, x.dtype
-        q, k, v = (dense(x, w[...].astype(dt)) for w in (self.wq, self.wk, self.wv))
+        q, k, v = dense_many(x, [w[...].astype(dt) for w in (self.wq, self.wk, self.wv)])
         if spec.qkv_bias:
             q, k, v = q + self.bq[...].astype(dt), k + self.bk[...].astype(dt), v + self.bv[...].astype(dt)
         if spec.uses_qk_norm:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxsink.model.capture import FFNGate
-from jaxsink.model.cpu_paths import dense
+from jaxsink.model.cpu_paths import dense, dense_many, materialized
 from jaxsink.model.spec import ModelSpec
 
 
@@ -62,7 +62,7 @@ def rope(x, positions, theta: float, scaling: tuple = ()):
     if scaling:
         inv_freq = llama3_inv_freq(inv_freq, *scaling)
     angle = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]            # [T, d/2]
-    cos, sin = jnp.cos(angle)[None, :, None, :], jnp.sin(angle)[None, :, None, :]
+    cos, sin = materialized((jnp.cos(angle)[None, :, None, :], jnp.sin(angle)[None, :, None, :]))
     x32 = x.astype(jnp.float32)
     x1, x2 = x32[..., : d // 2], x32[..., d // 2:]
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
@@ -103,9 +103,9 @@ class SwiGLU(nnx.Module):
 
     def __call__(self, x, ctx):
         dt = x.dtype
-        z = dense(x, self.w_gate[...].astype(dt))
+        z, up = dense_many(x, [self.w_gate[...].astype(dt), self.w_up[...].astype(dt)])
         self.sow(FFNGate, "ffn_gate", z)
-        return dense(jax.nn.silu(z) * dense(x, self.w_up[...].astype(dt)), self.w_down[...].astype(dt))
+        return dense(jax.nn.silu(z) * up, self.w_down[...].astype(dt))
 
 
 class GeluMLP(nnx.Module):
