@@ -2,7 +2,7 @@
 
     jaxsink train --config configs/tiny.py --workdir DIR [--config.model.norm_placement=sandwich ...]
     jaxsink eval --workdir DIR
-    jaxsink demo [--workdir DIR] [--config.train.steps=10000 ...]
+    jaxsink demo [--workdir DIR] [--text] [--config.train.steps=10000 ...]
     jaxsink impact --workdir DIR | --gguf FILE | --hf DIR --out OUT   (docs/impact.md)
 
 Errors a user can fix (bad config, data, workdir, checkpoint) print one line `jaxsink: error: ...` and
@@ -232,7 +232,7 @@ def _demo_table(result) -> str:
     if max(r["sink_ratio"] for r in result["variants"].values()) < SINK_FLOOR:
         rows.append(f"no variant reached a {SINK_FLOOR:.0%} sink ratio: at this scale sinks need about 15M+ tokens "
                     "per variant (docs/tiny_recipe.md); "
-                    "`jaxsink demo --workdir runs/demo_20m --config.train.steps=10000` trains 20M")
+                    "`jaxsink demo --text --workdir runs/demo_20m --config.train.steps=10000` trains 20M")
     return "\n".join(rows + [f"report: {result['report']}"])
 
 
