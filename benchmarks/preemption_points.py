@@ -88,17 +88,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--out", help="write the JSON here too")
     args = p.parse_args()
-    root = pathlib.Path(tempfile.mkdtemp(prefix="jaxsink-preemption-"))
+    in_a_tmpdir("jaxsink-preemption-", lambda root, log: run(args.signals, args.seed, args.steps, root, log=log),
+                args.out, details="launches")
+
+
+def in_a_tmpdir(prefix: str, run_fn, out: str | None, details: str) -> None:
+    """run_fn(root, log) in a fresh temporary folder (removed after); print its summary, write all to `out`."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
     t0 = time.time()
     try:
-        result = run(args.signals, args.seed, args.steps, root, log=lambda m: print(m, file=sys.stderr))
+        result = run_fn(root, lambda m: print(m, file=sys.stderr))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result["wall_s"] = round(time.time() - t0, 1)
-    print(json.dumps({k: v for k, v in result.items() if k != "launches"}, indent=2))
-    if args.out:
-        pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
-
+    print(json.dumps({k: v for k, v in result.items() if k != details}, indent=2))
+    if out:
+        pathlib.Path(out).write_text(json.dumps(result, indent=1))
 
 if __name__ == "__main__":
     main()
