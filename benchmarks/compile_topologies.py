@@ -16,15 +16,15 @@ import sys
 import time
 
 FSDP = ("--config.mesh.data=1", "--config.mesh.fsdp=-1")
-# name: (config, topology, extra arguments)
+STEPS = ("--programs=train,stats",)
+# name: (config, topology, extra arguments), in the order they run
 CASES = {
     "paper_7b@v5p-256": ("paper_7b", "v5p-256", ()),
     "paper_7b-64L@v5p-256": ("paper_7b", "v5p-256", ("--config.model.n_layers=64", "--programs=train")),
-    "paper_7b@v4-64": ("paper_7b", "v4-64", ()),
-    "paper_7b@v4-32": ("paper_7b", "v4-32", ("--config.train.grad_accum=8",)),
-    "llama_1b@v5e-16": ("llama_1b", "v5e-16", FSDP),
-    "llama_1b@v6e-8": ("llama_1b", "v6e-8", FSDP),
-    "small@v5e-4": ("small", "v5e-4", ()),
+    "llama_1b@v5e-16": ("llama_1b", "v5e-16", (*FSDP, *STEPS)),
+    "small@v5e-4": ("small", "v5e-4", STEPS),
+    "paper_7b@v4-64": ("paper_7b", "v4-64", STEPS),
+    "llama_1b@v6e-8": ("llama_1b", "v6e-8", (*FSDP, *STEPS)),
 }
 GiB = 2 ** 30
 

@@ -109,3 +109,13 @@ def test_llama_1b_config_has_about_a_billion_parameters():
     spec = ModelSpec.from_config(load_config("llama_1b").model, vocab_size=32000)
     n = sum(x.size for x in jax.tree.leaves(abstract_model(spec)[1]))
     assert 1.0e9 < n < 1.4e9, n
+
+
+def test_fsdp_minus_one_takes_every_remaining_device():
+    from jaxsink.config import mesh_shape
+    cfg = base_config()
+    apply_overrides(cfg, ["mesh.data=1", "mesh.fsdp=-1", "mesh.tensor=2"])
+    assert mesh_shape(cfg.mesh, 8) == (1, 4, 2)
+    validate(cfg, 8)
+    apply_overrides(cfg, ["mesh.data=-1"])
+    assert _err(cfg, 8).startswith("mesh.fsdp")
