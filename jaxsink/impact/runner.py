@@ -218,28 +218,29 @@ def impact(model, text: str, out_dir, opts: ImpactOptions = ImpactOptions()) -> 
     float_ppl = ppl_of(params)
     keeps = keep_masks(model.graphdef, params, batches, opts.keep_first)
     calib_keeps = keep_masks(model.graphdef, params, calib, opts.keep_first)
-    quant, layers, eviction, full, pruning, sw = [], [], [], None, [], None
-    for part in opts.parts:
-        t0 = time.perf_counter()
-        if part == "quant":
-            quant = run_quant(model, params, calib, batches, keeps, calib_keeps, entries, float_ppl, bar)
-        elif part == "layers":
-            layers = run_layers(model, params, batches, keeps)
-        elif part == "kv":
-            eviction, full = run_kv(model, params, decode_seqs, opts, bar)
-        elif part == "prune":
-            pruning = run_prune(model, params, calib, ppl_of, float_ppl, bar)
-        else:
-            sw = run_super(model, params, batches, ppl_of)
-        wall[part] = time.perf_counter() - t0
-    bar.close()
-    wall["total"] = time.perf_counter() - start
     spec = model.spec
     result = ImpactResult(model.source, {"n_layers": spec.n_layers, "d_model": spec.d_model,
                                          "norm_placement": spec.norm_placement, "norm_type": spec.norm_type,
                                          "gate": spec.gate, "attention": spec.attention},
                           {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(opts).items()},
-                          float_ppl, quant, recovery(quant), eviction, full, layers, pruning, sw, wall, [])
+                          float_ppl, [], {}, [], None, [], [], None, wall, [])
+    for part in opts.parts:
+        t0 = time.perf_counter()
+        if part == "quant":
+            result.quant = run_quant(model, params, calib, batches, keeps, calib_keeps, entries, float_ppl, bar)
+            result.recovery = recovery(result.quant)
+        elif part == "layers":
+            result.layers = run_layers(model, params, batches, keeps)
+        elif part == "kv":
+            result.eviction, result.decode_float_perplexity = run_kv(model, params, decode_seqs, opts, bar)
+        elif part == "prune":
+            result.pruning = run_prune(model, params, calib, ppl_of, float_ppl, bar)
+        else:
+            result.super_weight = run_super(model, params, batches, ppl_of)
+        wall[part] = time.perf_counter() - t0
+        (out_dir / "impact.json").write_text(json.dumps(result.to_json(), indent=1))   # what is done so far
+    bar.close()
+    wall["total"] = time.perf_counter() - start
     if opts.plots:
         result.plots = plots.write_all(result, out_dir)
     (out_dir / "impact.json").write_text(json.dumps(result.to_json(), indent=1))
