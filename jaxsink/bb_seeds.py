@@ -28,7 +28,8 @@ SINK = 0.5 (Guo et al.'s threshold), FACTOR = 1.25 (the `jaxsink.claims` spike f
 - more_sink (a has more BOS sink than b): interval of mean(a) - mean(b) of the metric; agrees if it lies
   above 0, disagrees if below 0, else inconclusive.
 - A comparison is inconclusive when a variant's mean held-out loss is more than 1.5x the other's (did
-  not train comparably), as in `jaxsink.claims`.
+  not train comparably), as in `jaxsink.claims`, or when a variant has fewer than MIN_SEEDS = 3 seeds (a
+  bootstrap over one or two values is no interval).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import numpy as np
 SINK = 0.5
 FACTOR = 1.25
 TRAINED_RATIO = 1.5
+MIN_SEEDS = 3
 RESAMPLES = 2000
 MEASURE_SEQUENCES = 64
 
@@ -65,6 +67,8 @@ def bootstrap(values, stat=np.mean, other=None, op=None, seed: int = 0) -> tuple
 
 def judge(kind: str, a: dict, b: dict) -> tuple[str, str]:
     """(verdict, evidence) for one claim on {metric: [value per seed]} of variants a and b."""
+    if min(len(a["loss"]), len(b["loss"])) < MIN_SEEDS:
+        return "inconclusive", f"{len(a['loss'])} and {len(b['loss'])} seeds: fewer than {MIN_SEEDS}"
     if max(np.mean(a["loss"]), np.mean(b["loss"])) > TRAINED_RATIO * min(np.mean(a["loss"]), np.mean(b["loss"])):
         return "inconclusive", f"held-out loss {np.mean(a['loss']):.2f} vs {np.mean(b['loss']):.2f}: not trained comparably"
     if kind in ("keeps_sink", "removes_sink"):
@@ -141,22 +145,30 @@ def run_seeds(name: str, workdir, seeds, extra=(), only=None, progress: bool = F
     configs = {(s, v): load_config(base_name, [*extra, f"train.seed={s}", *o]) for s in seeds for v, o in variants.items()}
     for cfg in configs.values():
         validate(cfg)      # every run is checked before any training
-    table: dict = {}
     last = 0.0
     for (s, v), cfg in configs.items():
-        vdir = pathlib.Path(workdir) / f"seed_{s}" / v
-        done = vdir / "measure.json"
+        done = pathlib.Path(workdir) / f"seed_{s}" / v / "measure.json"
         if not done.exists():
             if deadline is not None and time.monotonic() + last > deadline:
                 print(f"time budget: seed {s} onwards not run", file=sys.stderr)
                 break
             tic = time.monotonic()
-            train(cfg, vdir, progress=progress, stats=training_stats(cfg))
-            done.write_text(json.dumps(measure(vdir), indent=2))
+            train(cfg, done.parent, progress=progress, stats=training_stats(cfg))
+            done.write_text(json.dumps(measure(done.parent), indent=2))
             last = time.monotonic() - tic
-        row = json.loads(done.read_text())
-        for k in ("bos_attention", "bos_sink_share", "bos_spike", "bos_norm", "loss"):
-            table.setdefault(v, {}).setdefault(k, []).append(row[k])
+    return collect_table(workdir, seeds, variants)
+
+
+def collect_table(workdir, seeds, variants) -> dict:
+    """{variant: {metric: [value per seed]}} from the measure.json files that exist (seed order)."""
+    table: dict = {}
+    for s in seeds:
+        for v in variants:
+            done = pathlib.Path(workdir) / f"seed_{s}" / v / "measure.json"
+            if done.exists():
+                row = json.loads(done.read_text())
+                for k in ("bos_attention", "bos_sink_share", "bos_spike", "bos_norm", "loss"):
+                    table.setdefault(v, {}).setdefault(k, []).append(row[k])
     return table
 
 
@@ -186,16 +198,34 @@ def report(name: str, table: dict, workdir) -> str:
 
 
 DEMO_VARIANTS = ("pre", "sandwich", "sandwich_qk")
+
+
+class _OutOfTime(Exception):
+    """The demo's time budget ran out (raised from SIGALRM between training steps)."""
 DEMO_BUDGET_S = 14 * 60
 
 
 def demo(workdir, overrides=(), progress: bool = False) -> dict:
     """`jaxsink demo`: Table 5's decoupling on the Bigram-Backcopy testbed, pre-norm vs sandwich vs sandwich +
     QK-norm, 3 seeds, within 15 minutes on 2 CPU cores (fewer seeds, said so, if the cores are slower)."""
+    import signal
     import time
     tic = time.monotonic()
     overrides = ["stats.every=0", *overrides]     # one compiled step per run: the demo's time is the budget
-    table = run_seeds("bb_table5", workdir, (0, 1, 2), overrides, DEMO_VARIANTS, progress, tic + DEMO_BUDGET_S)
+
+    def out_of_time(*_):
+        raise _OutOfTime()
+    previous = signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(DEMO_BUDGET_S)       # a run still training at the budget is stopped (slow or shared cores)
+    try:
+        table = run_seeds("bb_table5", workdir, (0, 1, 2), overrides, DEMO_VARIANTS, progress, tic + DEMO_BUDGET_S)
+    except _OutOfTime:
+        print(f"time budget ({DEMO_BUDGET_S // 60} min) reached: the run in progress was stopped; "
+              "the table has the finished runs (re-run to resume)", file=sys.stderr)
+        table = collect_table(workdir, (0, 1, 2), DEMO_VARIANTS)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     text = report("bb_table5", table, workdir)
     verdicts = json.loads((pathlib.Path(workdir) / "claims.json").read_text())["claims"]
     lines = [text, ""]
