@@ -15,9 +15,10 @@ The choice is explicit, per `jax.default_backend()` (`BACKEND_PATHS`):
   XLA's lowering of `jax.nn.dot_product_attention` ("fused"), which is kept on GPU (cuDNN) and TPU.
 - `fuse_projections`: projections that read the same input (q/k/v; SwiGLU's gate and up) as one matmul
   against concatenated weights (`dense_many`); the stored parameters keep their own shapes and names.
-- `materialize_tables`: RoPE's cos/sin tables [T, d/2] computed once (`materialized`). Otherwise XLA CPU fuses
-  the cos/sin into every elementwise consumer and evaluates them per element of q and k, forward and backward
-  (`perf`: 4.5% of the step's CPU time in libm's `sincosf`, for a table of 2,048 values).
+- `materialize_tables`: small tables computed once (`materialized`): RoPE's cos/sin [T, d/2] and the learning
+  rate of the cosine schedule (a scalar). Otherwise XLA CPU fuses them into their elementwise consumers and
+  evaluates the cos/sin once per element of q and k, and the schedule's cosine once per parameter element in
+  AdamW's update (`perf`: 4-4.5% of the step's CPU time in libm's `sincosf`).
 """
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import jax
 import optax
 
+from jaxsink.model.cpu_paths import materialized
+
 # parameter names that are not matrices of a linear map (never decayed unless asked)
 NORM_NAMES = ("scale", "bias", "alpha")
 BIAS_NAMES = ("bq", "bk", "bv", "k_bias", "v_bias", "sink_logit", "gate_theta", "gate_table")
@@ -13,9 +15,12 @@ EMBED_NAMES = ("embed", "pos_embed")
 def schedule(t) -> optax.Schedule:
     """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at `steps`."""
     warmup = min(t.warmup_steps, t.steps)
-    return optax.warmup_cosine_decay_schedule(
+    sched = optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup else t.lr, peak_value=t.lr, warmup_steps=warmup,
         decay_steps=max(t.steps, warmup + 1), end_value=t.lr * t.min_lr_ratio)
+    # the scalar computed once per step: XLA CPU otherwise fuses the cosine into every parameter's update and
+    # evaluates it per element (600k sincosf per tiny step; `jaxsink.model.cpu_paths.materialized`)
+    return lambda count: materialized(sched(count))
 
 
 def decay_mask(params: dict, t) -> dict:
