@@ -98,9 +98,13 @@ def _split_overrides(argv):
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    from jaxsink.train.preemption import Preempted, install_handler
-    install_handler()   # before the slow imports: a SIGTERM from now on is a preemption notice, not a kill
+    from jaxsink.train.preemption import early_notice
+    with early_notice():   # before the slow imports: a SIGTERM from now on is a preemption notice, not a kill
+        return _main(sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv) -> int:
+    from jaxsink.train.preemption import Preempted
     rest, overrides = _split_overrides(argv)
     args = _parser().parse_args(rest)
     from jaxsink import supervise

@@ -58,17 +58,27 @@ class PreemptionWatch:
 
 
 @contextlib.contextmanager
-def sigterm_as_notice():
-    """SIGTERM sets the notice for the duration (one-process runs); the previous handler is put back after."""
-    import jax
+def _notice_while(active: bool):
     previous = signal.getsignal(signal.SIGTERM)
-    installed = jax.process_count() == 1 and install_handler()
+    installed = active and install_handler()
     try:
         yield
     finally:
         if installed:
             signal.signal(signal.SIGTERM, previous)
             _notice.clear()
+
+
+def early_notice():
+    """The CLI's whole run: SIGTERM is a notice from its first line on; the previous handler is put back after
+    (so that `jaxsink.cli.main` called in-process, as the tests do, leaves the caller's SIGTERM alone)."""
+    return _notice_while(True)
+
+
+def sigterm_as_notice():
+    """`train()`: SIGTERM sets the notice (one-process runs); the previous handler is put back after."""
+    import jax
+    return _notice_while(jax.process_count() == 1)
 
 
 def message(step: int, directory) -> str:
