@@ -14,6 +14,7 @@ that the sync manager sees it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -39,6 +40,11 @@ def install_handler() -> bool:
     return True
 
 
+class _QuietSyncPoint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Reached preemption sync point" not in str(record.msg)
+
+
 class PreemptionWatch:
     """`reached(step)`: whether every process should save `step` and stop (called at every step boundary,
     with the same step on every process)."""
@@ -47,6 +53,8 @@ class PreemptionWatch:
         import jax   # not at module level: the CLI installs the handler before the slow imports
         self._store = store
         self.distributed = jax.process_count() > 1
+        if self.distributed:   # Orbax warns once per call and thread at the sync point; the one line is ours
+            logging.getLogger("absl").addFilter(_QuietSyncPoint())
         if self.distributed and _notice.is_set():
             _notice.clear()
             os.kill(os.getpid(), signal.SIGTERM)   # now JAX's notifier handles SIGTERM: hand it the early notice
