@@ -51,6 +51,13 @@ def over_tokens(model, result, gathered, n_pairs: int) -> dict:
     cos = {i: mean_pairwise_cosine(v) for i, v in sorted(gathered["residual"].items())}
     hot = {i: {k: float(np.mean(x)) for k, x in stats.multi_hotness(stats.rms_normalize(v)).items()}
            for i, v in sorted(gathered["residual"].items())}
+    hot_gamma = {}      # what the next block reads: RMSNorm(h) * gamma of its input norm (review P2.14)
+    for i, v in sorted(gathered["residual"].items()):
+        nxt = model.params["blocks"][i]["norm_in"].get("scale") if i < spec.n_blocks and "norm_in" in \
+            model.params["blocks"][i] else None
+        if nxt is not None:
+            x = stats.rms_normalize(v) * np.asarray(nxt, np.float32)
+            hot_gamma[i] = {k: float(np.mean(y)) for k, y in stats.multi_hotness(x).items()}
     group = spec.n_heads // spec.kv_heads
     sinks = collections.defaultdict(list)
     for row in result["heads"]:
@@ -59,7 +66,8 @@ def over_tokens(model, result, gathered, n_pairs: int) -> dict:
                 sinks[(h["block"], h["head"] // group)].append(h["head"])
     keys = {f"{b}/kv{g}": {**(participation_rank(gathered["k"][b][:, g]) or {}), "sink_heads": heads}
             for (b, g), heads in sorted(sinks.items())}
-    return {"pairs": n_pairs, "cosine_per_block": cos, "multi_hotness_per_block": hot, "sink_keys": keys}
+    return {"pairs": n_pairs, "cosine_per_block": cos, "multi_hotness_per_block": hot,
+            "multi_hotness_with_next_gamma_per_block": hot_gamma, "sink_keys": keys}
 
 
 def spike_token_statistics(model, seqs, result, p1, opts, vocab_ids=()) -> dict:
