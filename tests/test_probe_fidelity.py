@@ -125,3 +125,32 @@ def test_drop_key_hides_each_heads_own_key():
                 np.testing.assert_allclose(np.delete(p[h, t, : t + 1], key), ref / ref.sum(), rtol=1e-5)
             else:
                 np.testing.assert_allclose(p[h, t], base[h, t], rtol=1e-6)
+
+
+def test_gather_at_reads_each_pair(planted):
+    from jaxsink.probe.spike_token_pass import gather_at
+    model, text, opts, _ = planted
+    seqs = runner.sample_windows(model.tokenizer.encode(text), 32, 12, True, model.tokenizer.bos_id).tokens
+    n, t = np.array([5, 0, 5, 11, 2]), np.array([3, 0, 31, 7, 1])
+    g = gather_at(model, seqs, n, t, batch_size=4)
+    _, inter = apply(model.graphdef, model.params, jnp.asarray(seqs), ("residual", "qkv"))
+    c = collect(inter, model.spec.n_blocks)
+    np.testing.assert_allclose(g["residual"][2], np.asarray(c["residual"][2])[n, t], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g["k"][3], np.asarray(c["k"][3])[n, t], rtol=1e-5, atol=1e-5)
+
+
+def test_vocabulary_probe_finds_the_planted_ids(planted):
+    """Exactly the planted ids (BOS, 'a', 'b') carry a massive activation at position 0 and at position p."""
+    model, text, opts, r = planted
+    seqs = runner.sample_windows(model.tokenizer.encode(text), 32, 12, True, model.tokenizer.bos_id).tokens
+    crit = runner.stats.SpikeCriterion(**r["criterion"])
+    v = runner.vocab_probe(model, seqs, crit, runner.ProbeOptions(vocab_sample=0, vocab_position=8))
+    assert sorted(v["position_0_ids"]) == sorted(SPIKE) and v["ids_probed"] == 257
+    assert v["position_0"] == pytest.approx(3 / 257) and v["position_8"] == pytest.approx(3 / 257)
+
+
+def test_spike_summary_names_the_planted_channels(planted):
+    r = planted[3]
+    assert set(SPIKE.values()) <= set(r["spike_channels"])
+    assert set(r["spike_channels_by_magnitude"][:3]) == set(SPIKE.values())
+    assert r["spike_positions"][0] == 1.0 and r["sample"]["windows"] == 12 and r["sample"]["method"] == "random"

@@ -22,25 +22,27 @@ from jaxsink.stats.spike_tokens import mean_pairwise_cosine, participation_rank,
 
 
 def gather_at(model, tokens, n_idx, t_idx, batch_size: int) -> dict:
-    """{"residual": {block: [M, D]}, "k": {block: [M, Hkv, dh]}} at the pairs (tokens[n], position t)."""
+    """{"residual": {block: [M, D]}, "k": {block: [M, Hkv, dh]}} at the pairs (tokens[n], position t): one
+    forward per prompt that holds a pair, in batches; the pairs are read on the host."""
     spec = model.spec
 
     @jax.jit
-    def run(params, toks, tt):
+    def run(params, toks):
         _, inter = apply(model.graphdef, params, toks, ("residual", "qkv"))
         c = collect(inter, spec.n_blocks)
-        rows = jnp.arange(toks.shape[0])
-        return {"residual": {i: c["residual"][i][rows, tt].astype(jnp.float32) for i in c["residual"]},
-                "k": {i: k[rows, tt].astype(jnp.float32) for i, k in c.get("k", {}).items()}}
+        return {"residual": {i: r.astype(jnp.float32) for i, r in c["residual"].items()},
+                "k": {i: k.astype(jnp.float32) for i, k in c.get("k", {}).items()}}
 
+    prompts = np.unique(n_idx)
     parts = []
-    for s in range(0, len(n_idx), batch_size):     # one row per pair: the pair's prompt, read at its position
-        n, t = n_idx[s:s + batch_size], t_idx[s:s + batch_size]
-        pad = batch_size - len(n)
-        toks = np.asarray(tokens)[np.concatenate([n, np.repeat(n[:1], pad)])]
-        out = jax.device_get(run(model.params, jnp.asarray(toks), jnp.asarray(np.concatenate([t, np.repeat(t[:1], pad)]))))
-        parts.append(jax.tree.map(lambda x: np.asarray(x)[: len(n)], out))
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    for s in range(0, len(prompts), batch_size):
+        chunk = prompts[s:s + batch_size]
+        out = jax.device_get(run(model.params, jnp.asarray(np.asarray(tokens)[chunk])))
+        sel = np.isin(n_idx, chunk)
+        local = np.searchsorted(chunk, n_idx[sel])
+        parts.append((np.flatnonzero(sel), jax.tree.map(lambda x: np.asarray(x)[local, t_idx[sel]], out)))
+    order = np.argsort(np.concatenate([i for i, _ in parts]))
+    return jax.tree.map(lambda *xs: np.concatenate(xs)[order], *[g for _, g in parts])
 
 
 def over_tokens(model, result, gathered, n_pairs: int) -> dict:
@@ -49,6 +51,13 @@ def over_tokens(model, result, gathered, n_pairs: int) -> dict:
     cos = {i: mean_pairwise_cosine(v) for i, v in sorted(gathered["residual"].items())}
     hot = {i: {k: float(np.mean(x)) for k, x in stats.multi_hotness(stats.rms_normalize(v)).items()}
            for i, v in sorted(gathered["residual"].items())}
+    hot_gamma = {}      # what the next block reads: RMSNorm(h) * gamma of its input norm (review P2.14)
+    for i, v in sorted(gathered["residual"].items()):
+        nxt = model.params["blocks"][i]["norm_in"].get("scale") if i < spec.n_blocks and "norm_in" in \
+            model.params["blocks"][i] else None
+        if nxt is not None:
+            x = stats.rms_normalize(v) * np.asarray(nxt, np.float32)
+            hot_gamma[i] = {k: float(np.mean(y)) for k, y in stats.multi_hotness(x).items()}
     group = spec.n_heads // spec.kv_heads
     sinks = collections.defaultdict(list)
     for row in result["heads"]:
@@ -57,7 +66,8 @@ def over_tokens(model, result, gathered, n_pairs: int) -> dict:
                 sinks[(h["block"], h["head"] // group)].append(h["head"])
     keys = {f"{b}/kv{g}": {**(participation_rank(gathered["k"][b][:, g]) or {}), "sink_heads": heads}
             for (b, g), heads in sorted(sinks.items())}
-    return {"pairs": n_pairs, "cosine_per_block": cos, "multi_hotness_per_block": hot, "sink_keys": keys}
+    return {"pairs": n_pairs, "cosine_per_block": cos, "multi_hotness_per_block": hot,
+            "multi_hotness_with_next_gamma_per_block": hot_gamma, "sink_keys": keys}
 
 
 def spike_token_statistics(model, seqs, result, p1, opts, vocab_ids=()) -> dict:
