@@ -17,7 +17,8 @@ LAYERS = (
     ("jaxsink.probe",),                                     # the probe of a LoadedModel -> ProbeResult
     ("jaxsink.experiments",),                               # the paper's tables: variants, PaperRow, Claim
     ("jaxsink.claims",),                                    # claims judged on results
-    ("jaxsink.report",),                                    # results.json, report.md, reproduction record
+    ("jaxsink.report", "jaxsink.restate", "jaxsink.calibrate"),   # results.json, report.md, reproduction
+                                                            # record; an old record restated; seed spread
     ("jaxsink.sweep",),                                     # train and probe every variant of a table
     ("jaxsink.cli",),                                       # the command line
     ("jaxsink",),                                           # this file: the public API

@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxsink import stats
 from jaxsink.model import ModelSpec, apply, build, collect, split
-from jaxsink.probe import runner, stats
+from jaxsink.model.loaded import LoadedModel
+from jaxsink.probe import pipeline
 from jaxsink.stats.spike_tokens import life_cycles, mean_pairwise_cosine, participation_rank, spike_pairs
 from jaxsink.stats.trigger import channels_by_magnitude, eigen_spectrum, trigger_alignment, w_vo_affine
 
@@ -76,9 +78,10 @@ def test_post_norm_spikes_are_read_before_the_norm():
     embed = np.array(params["embed"])
     embed[7, 3] = 300.0
     params["embed"] = jnp.asarray(embed)
-    model = runner.Probed(graphdef, params, spec, None, False, "planted post-norm")
+    model = LoadedModel(graphdef, params, spec, None, False, "planted post-norm")
     seqs = np.array([[7, 1, 2, 3, 4, 5, 6, 8]] * 2, np.int32)
-    p1 = runner._run_pass1(model, seqs, runner.ProbeOptions(seq_len=8, batch_size=2), stats.SpikeCriterion.relative())
+    p1 = pipeline.block_statistics(model, seqs, pipeline.ProbeOptions(seq_len=8, batch_size=2),
+                                   stats.SpikeCriterion.relative())
     assert p1["blocks"][1]["residual"]["top3"][0, 0] > 250                     # after the norm it is <= 4
     _, inter = apply(graphdef, params, jnp.asarray(seqs), ("residual",))
     assert float(jnp.max(jnp.abs(collect(inter, 2)["residual"][1]))) < 5
@@ -97,8 +100,9 @@ def test_training_time_statistics_equal_the_probes_on_the_same_tokens():
     names, stats_fn = training_stats(cfg)
     _, inter = apply(graphdef, params, jnp.asarray(tokens), names)
     train = stats_fn(inter)
-    model = runner.Probed(graphdef, params, spec, None, True, "same tokens")
-    p1 = runner._run_pass1(model, tokens, runner.ProbeOptions(seq_len=16, batch_size=4), stats.SpikeCriterion())
+    model = LoadedModel(graphdef, params, spec, None, True, "same tokens")
+    p1 = pipeline.block_statistics(model, tokens, pipeline.ProbeOptions(seq_len=16, batch_size=4),
+                                   stats.SpikeCriterion())
     probe_sink = np.mean([h["is_sink"] for h in p1["heads"].values()])
     probe_mass = [h["first_token_mass"].mean() for _, h in sorted(p1["heads"].items())]
     probe_spike = np.mean(np.max([p1["blocks"][i]["residual"]["top3"][:, 0] for i in sorted(p1["blocks"])], 0))
