@@ -220,7 +220,7 @@ def setup(args):
     """jaxsink's config, spec and training tokens (no JAX computation runs here)."""
     from jaxsink.config import apply_overrides, load_config
     from jaxsink.model import ModelSpec
-    from jaxsink.train.run import load_data
+    from jaxsink.workdir import load_data
     cfg = load_config(args.config, [f"model.dtype={args.dtype}", f"data.corpus={args.corpus}"])
     apply_overrides(cfg, args.override)
     tokenizer, splits = load_data(cfg, pathlib.Path(WORKDIR))
@@ -259,7 +259,7 @@ class JaxStepper:
 
     def __init__(self, cfg):
         import jax
-        from jaxsink.train.run import Run
+        from jaxsink.train.setup import Run
         from jaxsink.train.step import make_train_step
         from train_throughput import model_flops_per_token
         self.jax, self.run = jax, Run.create(cfg, WORKDIR, devices=jax.devices()[:1])

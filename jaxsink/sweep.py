@@ -18,8 +18,8 @@ from jaxsink.config import ConfigError, load_config, to_dict, validate
 from jaxsink.probe.pipeline import probe_workdir_summary
 from jaxsink.report import write_report
 from jaxsink.train.loop import train
-from jaxsink.train.run import check_workdir_config
 from jaxsink.train.stats import training_stats
+from jaxsink.workdir import check_workdir_config
 
 log = logging.getLogger("jaxsink")
 

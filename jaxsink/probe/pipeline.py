@@ -24,7 +24,8 @@ from jaxsink.data import DataError
 from jaxsink.model.loaded import LoadedModel
 from jaxsink.probe import analyses, passes, plots
 from jaxsink.probe.result import ProbeResult, ProbeSummary
-from jaxsink.train.run import load_data, load_trained, load_workdir_config
+from jaxsink.train.setup import load_trained
+from jaxsink.workdir import load_data, load_workdir_config
 
 log = logging.getLogger("jaxsink")
 
