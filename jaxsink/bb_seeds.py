@@ -102,7 +102,8 @@ def measure(workdir) -> dict:
     from jaxsink.data import bb_guo
     from jaxsink.model import apply, collect
     from jaxsink.stats import bos_sink
-    from jaxsink.train.run import Run, evaluate, load_workdir_config
+    from jaxsink.train.setup import Run, evaluate
+    from jaxsink.workdir import load_workdir_config
     run = Run.create(load_workdir_config(workdir), workdir)
     params, step = run.restore_params()
     t = run.cfg.train.seq_len

@@ -141,9 +141,8 @@ def _user_errors():
     from jaxsink.data import DataError
     from jaxsink.train.checkpoint import CheckpointError
     from jaxsink.train.loop import NonFiniteLoss
-    from jaxsink.train.run import RunError
+    from jaxsink.workdir import RunError, WorkdirLocked
     from jaxsink.importers import CheckpointImportError
-    from jaxsink.train.workdir_lock import WorkdirLocked
     from jaxsink.aot import DoesNotFit
     # OSError: a full disk or a read-only folder is the user's to fix, not a bug to trace back
     return (ConfigError, DataError, CheckpointError, CheckpointImportError, NonFiniteLoss, RunError, WorkdirLocked,
@@ -159,7 +158,8 @@ def cmd_train(args, overrides):
 
 
 def cmd_eval(args, overrides):
-    from jaxsink.train.run import Run, evaluate, load_workdir_config
+    from jaxsink.train.setup import Run, evaluate
+    from jaxsink.workdir import load_workdir_config
     run = Run.create(load_workdir_config(args.workdir), args.workdir)
     params, step = run.restore_params()
     return {"step": step, **evaluate(run, params, args.sequences or None)}
@@ -180,7 +180,8 @@ def _probe_source(args):
         from jaxsink.importers import load_gguf, load_hf
         model = load_hf(args.hf) if args.hf else load_gguf(args.gguf)
         return model, "\n\n".join(load_corpus(args.text or "shakespeare"))
-    from jaxsink.train.run import load_data, load_trained, load_workdir_config
+    from jaxsink.train.setup import load_trained
+    from jaxsink.workdir import load_data, load_workdir_config
     model = load_trained(args.workdir)
     if args.text:
         return model, "\n\n".join(load_corpus(args.text))

@@ -23,8 +23,8 @@ from jaxsink.probe.pipeline import probe_workdir_summary
 from jaxsink.report import write_report
 from jaxsink.stats.seeds import combine_seeds
 from jaxsink.train.loop import train
-from jaxsink.train.run import check_workdir_config
 from jaxsink.train.stats import training_stats
+from jaxsink.workdir import check_workdir_config
 
 log = logging.getLogger("jaxsink")
 

@@ -67,7 +67,7 @@ def test_rerun_skips_finished_variants(corpus, tmp_path):
 def test_rerun_with_other_overrides_is_refused_before_any_compute(corpus, tmp_path):
     """A finished variant is reused only for the same run: a longer run into the same workdir must not
     silently report the old one's numbers (cadence keys such as stats.every may change)."""
-    from jaxsink.train.run import RunError
+    from jaxsink.workdir import RunError
     extra = [o.format(corpus=corpus) for o in SMALL]
     sweep("table4_ffn", "tiny", tmp_path, only=["swiglu"], extra=extra, progress=False)
     saved = (tmp_path / "swiglu" / "result.json").read_text()

@@ -29,7 +29,8 @@ from jaxsink.probe.sampling import Sample, sample_windows
 from jaxsink.probe.spike_token_pass import spike_token_statistics
 from jaxsink.stats.per_sequence import per_sequence
 from jaxsink.stats.sink_validity import sink_ratio_defined
-from jaxsink.train.run import load_data, load_trained, load_workdir_config
+from jaxsink.train.setup import load_trained
+from jaxsink.workdir import load_data, load_workdir_config
 
 log = logging.getLogger("jaxsink")
 
