@@ -1,10 +1,11 @@
 """`jaxsink probe`: the paper's analyses of one model (trained here or imported) on real text.
 
-Pipeline: text -> consecutive non-overlapping chunks of `seq_len` tokens (BOS prepended when asked) ->
+Pipeline: text -> non-overlapping chunks of `seq_len` tokens drawn at random, seeded (BOS prepended when asked) ->
 pass 1 (per-block magnitudes, massive-activation masks, per-head sink statistics, position-0 vectors) ->
 spike channels / token, step-up and step-down blocks -> pass 2 (spike-channel values per block for the
-life cycle, SiLU near-identity, sink keys) -> weight analysis (||U_k||_F, S_k eigenvectors, W_VO) ->
-vocabulary probe -> interventions -> `OUT/probe.json` (schema in `docs/probe.md`) and PNG plots.
+life cycle, SiLU near-identity) -> every rise-fall cycle -> weight analysis (||U_k||_F, S_k spectra at step-up
+and step-down blocks, affine W_VO and its alignment with s*) -> vocabulary probe -> near-constancy and sink
+keys over the spike tokens -> interventions -> `OUT/probe.json` (schema in `docs/probe.md`) and PNG plots.
 """
 from __future__ import annotations
 
