@@ -114,6 +114,20 @@ def test_training_time_statistics_equal_the_probes_on_the_same_tokens():
 def test_no_sink_statistics_where_uniform_attention_passes_eps():
     from jaxsink.stats.sink_validity import sink_ratio_defined, uniform_alpha0
     assert uniform_alpha0(8) == pytest.approx(sum(1 / i for i in range(1, 9)) / 8) and uniform_alpha0(8) > 0.3
-    assert not sink_ratio_defined(8, 0.3) and sink_ratio_defined(9, 0.3) and sink_ratio_defined(64, 0.3)
+    assert not sink_ratio_defined(9, 0.3) and sink_ratio_defined(10, 0.3) and sink_ratio_defined(64, 0.3)
     A = np.tril(np.ones((8, 8))) / np.arange(1, 9)[:, None]                  # uniform causal attention
     assert A[:, 0].mean() == pytest.approx(uniform_alpha0(8))
+
+
+def test_evaluation_counts_only_the_loss_range():
+    """Table 8 rows are evaluated on the positions they were trained on (review P1.6)."""
+    from jaxsink.train.step import make_eval_step, position_weights, token_nll
+    spec = ModelSpec(vocab_size=20, n_layers=1, d_model=8, n_heads=2, d_head=4, d_ff=16, max_seq_len=8)
+    graphdef, params = split(build(spec, 0))
+    rng = np.random.default_rng(5)
+    inputs, targets = (jnp.asarray(rng.integers(0, 20, (3, 8)), jnp.int32) for _ in range(2))
+    mask = jnp.asarray([1, 1, 0])
+    s, n = make_eval_step(graphdef, position_weights(8, 3, 0))(params, inputs, targets, mask)
+    logits, _ = apply(graphdef, params, inputs)
+    nll = np.asarray(token_nll(logits, targets))
+    assert float(n) == 2 * 5 and float(s) == pytest.approx(nll[:2, 3:].sum(), rel=1e-5)

@@ -53,6 +53,8 @@ def test_experiment_runs_at_tiny_scale(name, corpus, tmp_path):
         assert row["perplexity"] > 1 and 0 <= row["sink_ratio"] <= 1 and row["spike"] > 0 and row["tokens"] > 0
     report = (tmp_path / "report.md").read_text()
     assert "| variant | PPL | Sink ratio | Spike |" in report and all(v in report for v in first_two)
+    if name == "table8_context":     # 1/256 trains at seq_len 8: probed there, where Eq. 28 is undefined
+        assert saved["1/256"]["probe_seq_len"] == 8 and saved["1/256"]["sink_ratio_defined"] is False
 
 
 def test_rerun_skips_finished_variants(corpus, tmp_path):
