@@ -78,7 +78,8 @@ def _figures(workdir: pathlib.Path, results: dict) -> list[str]:
     spike, sink, life = {}, {}, {}
     for variant in results:
         folder = results[variant].get("folder") or variant.replace("/", "_")     # with seeds: the first seed's
-        rows = [r for r in read_metrics(workdir / folder / "metrics.jsonl") if "sink_ratio" in r]
+        path = workdir / folder / "metrics.jsonl"
+        rows = [r for r in read_metrics(path) if "sink_ratio" in r] if path.exists() else []
         spike[variant] = ([r["step"] for r in rows], [r["spike"] for r in rows])
         sink[variant] = ([r["step"] for r in rows], [r["sink_ratio"] for r in rows])
         lc = results[variant].get("life_cycle", [])

@@ -108,5 +108,26 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
                 for k, v in results.items()}}
 
 
+def report_finished(name: str, scale: str, workdir, only=None) -> dict:
+    """Write results.json and report.md from the runs that have finished (their result.json), training
+    nothing: the record of a sweep that could not run every seed (the report's seed column says how many)."""
+    from jaxsink.report import write_report
+    from jaxsink.stats.seeds import combine_seeds
+    workdir = pathlib.Path(workdir)
+    results = {}
+    for variant, _ in plan(name, scale, only):
+        folder = workdir / _safe(variant)
+        rows = [json.loads(p.read_text()) for p in sorted(folder.glob("seed_*/result.json"))]
+        if not rows and (folder / "result.json").exists():
+            rows = [json.loads((folder / "result.json").read_text())]
+        if rows:
+            results[variant] = combine_seeds(rows)
+    if not results:
+        raise ConfigError(f"{workdir} holds no finished run of {name}")
+    write_report(workdir, name, scale, results, load_experiment(name))
+    return {"experiment": name, "report": str(workdir / "report.md"),
+            "variants": {k: {"n_seeds": v["n_seeds"], "perplexity": v["perplexity"]} for k, v in results.items()}}
+
+
 def _safe(variant: str) -> str:
     return variant.replace("/", "_")
