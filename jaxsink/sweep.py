@@ -111,8 +111,6 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
 def report_finished(name: str, scale: str, workdir, only=None) -> dict:
     """Write results.json and report.md from the runs that have finished (their result.json), training
     nothing: the record of a sweep that could not run every seed (the report's seed column says how many)."""
-    from jaxsink.report import write_report
-    from jaxsink.stats.seeds import combine_seeds
     workdir = pathlib.Path(workdir)
     results = {}
     for variant, _ in plan(name, scale, only):
@@ -124,7 +122,7 @@ def report_finished(name: str, scale: str, workdir, only=None) -> dict:
             results[variant] = combine_seeds(rows)
     if not results:
         raise ConfigError(f"{workdir} holds no finished run of {name}")
-    write_report(workdir, name, scale, results, load_experiment(name))
+    write_report(workdir, name, scale, results, experiments.load(name))
     return {"experiment": name, "report": str(workdir / "report.md"),
             "variants": {k: {"n_seeds": v["n_seeds"], "perplexity": v["perplexity"]} for k, v in results.items()}}
 
