@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "for --hf/--gguf the shipped Shakespeare corpus)")
     pr.add_argument("--seq-len", type=int, default=64)
     pr.add_argument("--num-sequences", type=int, default=64)
+    pr.add_argument("--sample", choices=("random", "consecutive"), default="random",
+                    help="windows drawn at random over the whole text (seeded; recorded in probe.json) or the first ones")
+    pr.add_argument("--sample-seed", type=int, default=0)
     pr.add_argument("--batch-size", type=int, default=16)
     pr.add_argument("--bos", action=argparse.BooleanOptionalAction, default=None,
                     help="prepend BOS to every sequence (default: the model's tokenizer convention)")
@@ -171,7 +174,8 @@ def cmd_probe(args, overrides):
     model, text = _probe_source(args)
     opts = ProbeOptions(seq_len=args.seq_len, num_sequences=args.num_sequences, batch_size=args.batch_size,
                         bos=args.bos, criterion=args.criterion, vocab=args.vocab, vocab_sample=args.vocab_sample,
-                        interventions=args.interventions, progress=not args.no_progress)
+                        interventions=args.interventions, sample=args.sample, sample_seed=args.sample_seed,
+                        progress=not args.no_progress)
     return {"out": str(args.out), **probe(model, text, args.out, opts).headline()}
 
 
