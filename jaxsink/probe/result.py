@@ -49,8 +49,8 @@ class HeadRow:
 
 @dataclasses.dataclass
 class LifeCycleValues:
-    """Signed values at the spike position of the dominant spike channel per block, and of the first 16
-    spike channels (means over prompts, [n_blocks, T, C]) for the mean-ablation intervention."""
+    """Signed values at the spike position of the dominant spike channel per block, and of the 16 largest
+    spike channels (means over prompts per position, [n_blocks, T, C])."""
     position: int
     channel: int
     residual: list[float]
