@@ -2,7 +2,8 @@
 recorded snapshot (the refactor's proof that behaviour did not change).
 
     python benchmarks/behaviour_snapshot.py record OUTDIR     # writes OUTDIR/{train,probe_workdir,probe_smollm2}
-    python benchmarks/behaviour_snapshot.py compare OUTDIR    # re-runs into a temp folder and diffs with OUTDIR
+    python benchmarks/behaviour_snapshot.py compare OUTDIR [NEW]   # records into NEW (default: a temp folder)
+                                                                   # unless it holds a recording; diffs with OUTDIR
 
 (a) a 50-step run of a tiny config (seed 0, training-time statistics every 10 steps) -> metrics.jsonl, with
 wall-clock fields (tokens_per_s) dropped; (b) `jaxsink probe --workdir` of its checkpoint -> probe.json;
@@ -91,8 +92,8 @@ def diff(a, b, path="") -> list[str]:
 
 
 def compare(baseline: pathlib.Path, new: pathlib.Path | None = None) -> int:
-    if new is None:
-        new = pathlib.Path(tempfile.mkdtemp(prefix="jaxsink_snapshot_"))
+    if new is None or not (new / "probe_smollm2" / "probe.json").exists():
+        new = new or pathlib.Path(tempfile.mkdtemp(prefix="jaxsink_snapshot_"))
         record(new)
     bad, old_outputs = 0, _outputs(baseline)
     for name, data in _outputs(new).items():

@@ -111,7 +111,7 @@ def _killer(workdir, launched: float, delay: float, from_launch: bool, resumed_f
 def check_checkpoints(cfg, workdir) -> dict:
     """Restore every listed step exactly as written: {step: error} for the unusable ones."""
     import jax
-    from jaxsink.train.run import Run
+    from jaxsink.train.setup import Run
     run = Run.create(cfg, workdir, devices=jax.devices()[:1])
     store = run.checkpoints()
     bad = {}
@@ -131,7 +131,7 @@ def check_checkpoints(cfg, workdir) -> dict:
 
 def final_state(cfg, workdir):
     import jax
-    from jaxsink.train.run import Run
+    from jaxsink.train.setup import Run
     run = Run.create(cfg, workdir, devices=jax.devices()[:1])
     store = run.checkpoints()
     try:

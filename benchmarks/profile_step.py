@@ -140,7 +140,7 @@ def in_context(cfg, steps: int) -> dict:
     import jax
     from jaxsink.train.step import make_train_step
     from torch_reference import WORKDIR
-    from jaxsink.train.run import Run
+    from jaxsink.train.setup import Run
     run = Run.create(cfg, WORKDIR, devices=jax.devices()[:1])
     state = run.init_state()
     step = jax.jit(make_train_step(run.graphdef, run.optimizer, cfg.train))

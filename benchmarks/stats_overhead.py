@@ -23,7 +23,7 @@ def main() -> None:
     p.add_argument("--override", nargs="*", default=[])
     args = p.parse_args()
     from jaxsink.config import load_config
-    from jaxsink.train.run import Run
+    from jaxsink.train.setup import Run
     from jaxsink.train.stats import training_stats
     from jaxsink.train.step import make_train_step
     cfg = load_config(args.config, args.override)

@@ -225,7 +225,7 @@ def setup(args):
     """jaxsink's config, spec and training tokens (no JAX computation runs here)."""
     from jaxsink.config import apply_overrides, load_config
     from jaxsink.model import ModelSpec
-    from jaxsink.train.run import load_data
+    from jaxsink.workdir import load_data
     cfg = load_config(args.config, [f"model.dtype={args.dtype}", f"data.corpus={args.corpus}"])
     apply_overrides(cfg, args.override)
     tokenizer, splits = load_data(cfg, pathlib.Path(WORKDIR))
@@ -265,7 +265,7 @@ class JaxStepper:
     def __init__(self, cfg, paths: str = ""):
         import jax
         from jaxsink.model import cpu_paths
-        from jaxsink.train.run import Run
+        from jaxsink.train.setup import Run
         cpu_paths.BACKEND_PATHS["cpu"] = path_table(paths)
         from jaxsink.train.step import make_train_step
         from train_throughput import model_flops_per_token

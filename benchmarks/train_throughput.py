@@ -49,7 +49,7 @@ def worker(args) -> dict:
     import jax.numpy as jnp
     import numpy as np
     from jaxsink.config import apply_overrides, load_config
-    from jaxsink.train.run import Run
+    from jaxsink.train.setup import Run
     from jaxsink.train.step import make_train_step
 
     cfg = load_config(args.config, [f"model.dtype={args.dtype}", f"data.corpus={args.corpus}"])

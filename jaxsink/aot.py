@@ -54,7 +54,7 @@ class ProgramReport:
 
 def abstract_run(cfg, devices):
     """A `Run` without data or tokenizer: spec (vocabulary from the config), mesh, shardings, optimizer."""
-    from jaxsink.train.run import Run
+    from jaxsink.train.setup import Run
     config_lib.validate(cfg, len(devices))
     vocab = cfg.model.vocab_size or (BYTE_VOCAB if cfg.data.tokenizer == "byte" else cfg.data.bpe_vocab_size)
     spec = ModelSpec.from_config(cfg.model, vocab)

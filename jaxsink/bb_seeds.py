@@ -36,9 +36,24 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import signal
 import sys
+import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from jaxsink import experiments
+from jaxsink.config import load_config, split_overrides, validate
+from jaxsink.data import bb_guo
+from jaxsink.model import apply, collect
+from jaxsink.stats import bos_sink
+from jaxsink.sweep import BASES
+from jaxsink.train.loop import train
+from jaxsink.train.setup import Run, evaluate
+from jaxsink.train.stats import training_stats
+from jaxsink.workdir import load_workdir_config
 
 SINK = 0.5
 FACTOR = 1.25
@@ -101,7 +116,6 @@ def _iv(t) -> str:
 
 def measure(workdir) -> dict:
     """The metrics above for the latest checkpoint of a bb_guo workdir."""
-    from jaxsink.train.run import Run, load_workdir_config
     run = Run.create(load_workdir_config(workdir), workdir)
     params, step = run.restore_params()
     return {"step": step, **bos_metrics(run, params)}
@@ -109,12 +123,6 @@ def measure(workdir) -> dict:
 
 def bos_metrics(run, params, n: int = MEASURE_SEQUENCES) -> dict:
     """The metrics above on the first `n` held-out sequences of a bb_guo `Run`, for `params`."""
-    import jax
-    import jax.numpy as jnp
-    from jaxsink.data import bb_guo
-    from jaxsink.model import apply, collect
-    from jaxsink.stats import bos_sink
-    from jaxsink.train.run import evaluate
     t = run.cfg.train.seq_len
     targets = run.splits.heldout[: n * t].reshape(n, t)
     inputs = jnp.asarray(np.concatenate([np.full((n, 1), run.tokenizer.bos_id), targets[:, :-1]], 1), jnp.int32)
@@ -133,12 +141,7 @@ def bos_metrics(run, params, n: int = MEASURE_SEQUENCES) -> dict:
 def run_seeds(name: str, workdir, seeds, extra=(), only=None, progress: bool = False, deadline=None) -> dict:
     """Train and measure every (seed, variant), seed by seed; returns {variant: {metric: [value per seed]}}.
     `deadline` (time.monotonic()): no run starts that the last run's duration says would end after it."""
-    import time
-    from jaxsink.config import load_config, validate
-    from jaxsink.sweep import BASES, load_experiment
-    from jaxsink.train.loop import train
-    from jaxsink.train.stats import training_stats
-    exp = load_experiment(name)
+    exp = experiments.load(name)
     base_name = BASES["bb"]
     variants = exp.variants("bb", load_config(base_name, list(extra)))
     variants = {k: v for k, v in variants.items() if not only or k in only}
@@ -173,8 +176,7 @@ def collect_table(workdir, seeds, variants) -> dict:
 
 
 def report(name: str, table: dict, workdir) -> str:
-    from jaxsink.sweep import load_experiment
-    exp = load_experiment(name)
+    exp = experiments.load(name)
     lines = [f"# {exp.TITLE}", "", "Mean over seeds [95% bootstrap interval]; rules in `jaxsink/bb_seeds.py`.", "",
              "| variant | seeds | BOS attention (non-trigger) | BOS sink heads | max BOS norm | BOS norm / median | held-out loss |",
              "|---|---|---|---|---|---|---|"]
@@ -208,8 +210,6 @@ DEMO_BUDGET_S = 14 * 60
 def demo(workdir, overrides=(), progress: bool = False) -> dict:
     """`jaxsink demo`: Table 5's decoupling on the Bigram-Backcopy testbed, pre-norm vs sandwich vs sandwich +
     QK-norm, 3 seeds, within 15 minutes on 2 CPU cores (fewer seeds, said so, if the cores are slower)."""
-    import signal
-    import time
     tic = time.monotonic()
     overrides = ["stats.every=0", *overrides]     # one compiled step per run: the demo's time is the budget
 
@@ -245,8 +245,7 @@ def demo(workdir, overrides=(), progress: bool = False) -> dict:
 
 
 def main(argv=None) -> int:
-    from jaxsink.cli import _split_overrides
-    rest, overrides = _split_overrides(sys.argv[1:] if argv is None else argv)
+    rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m jaxsink.bb_seeds", description=__doc__.split("\n")[0])
     p.add_argument("experiment")
     p.add_argument("--workdir", required=True)

@@ -16,10 +16,8 @@ import logging
 import os
 import sys
 
+from jaxsink.config import split_overrides
 from jaxsink.impact import cli as impact_cli
-
-CONFIG_PREFIX = "--config."
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxsink", description=__doc__.split("\n")[0])
@@ -49,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "for --hf/--gguf the shipped Shakespeare corpus)")
     pr.add_argument("--seq-len", type=int, default=64)
     pr.add_argument("--num-sequences", type=int, default=64)
+    pr.add_argument("--sample", choices=("random", "consecutive"), default="random",
+                    help="windows drawn at random over the whole text (seeded; recorded in probe.json) or the first ones")
+    pr.add_argument("--sample-seed", type=int, default=0)
     pr.add_argument("--batch-size", type=int, default=16)
     pr.add_argument("--bos", action=argparse.BooleanOptionalAction, default=None,
                     help="prepend BOS to every sequence (default: the model's tokenizer convention)")
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--workdir", required=True)
     sw.add_argument("--only", nargs="+", help="run these variants only")
     sw.add_argument("--dry-run", action="store_true", help="print the plan (one train command per variant)")
+    sw.add_argument("--report-only", action="store_true", help="write the report from the finished runs only")
     sw.add_argument("--seeds", type=int, default=1, help="train every variant under seeds 0..N-1 (init and data "
                                                          "order) in VARIANT/seed_S; claims are judged on intervals")
     sw.add_argument("--no-progress", action="store_true")
@@ -82,21 +84,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _split_overrides(argv):
-    """Separate absl-style `--config.key=value` overrides from the other arguments."""
-    rest, overrides = [], []
-    args = iter(argv)
-    for a in args:
-        if a.startswith(CONFIG_PREFIX):
-            body = a[len(CONFIG_PREFIX):]
-            if "=" not in body:
-                body = f"{body}={next(args, '')}"
-            overrides.append(body)
-        else:
-            rest.append(a)
-    return rest, overrides
-
-
 def main(argv=None) -> int:
     from jaxsink.train.preemption import early_notice
     with early_notice():   # before the slow imports: a SIGTERM from now on is a preemption notice, not a kill
@@ -105,7 +92,7 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     from jaxsink.train.preemption import Preempted
-    rest, overrides = _split_overrides(argv)
+    rest, overrides = split_overrides(argv)
     args = _parser().parse_args(rest)
     from jaxsink import supervise
     if (args.coordinator or args.distributed) and not supervise.supervised():
@@ -151,9 +138,8 @@ def _user_errors():
     from jaxsink.data import DataError
     from jaxsink.train.checkpoint import CheckpointError
     from jaxsink.train.loop import NonFiniteLoss
-    from jaxsink.train.run import RunError
+    from jaxsink.workdir import RunError, WorkdirLocked
     from jaxsink.importers import CheckpointImportError
-    from jaxsink.train.workdir_lock import WorkdirLocked
     from jaxsink.aot import DoesNotFit
     # OSError: a full disk or a read-only folder is the user's to fix, not a bug to trace back
     return (ConfigError, DataError, CheckpointError, CheckpointImportError, NonFiniteLoss, RunError, WorkdirLocked,
@@ -169,7 +155,8 @@ def cmd_train(args, overrides):
 
 
 def cmd_eval(args, overrides):
-    from jaxsink.train.run import Run, evaluate, load_workdir_config
+    from jaxsink.train.setup import Run, evaluate
+    from jaxsink.workdir import load_workdir_config
     run = Run.create(load_workdir_config(args.workdir), args.workdir)
     params, step = run.restore_params()
     return {"step": step, **evaluate(run, params, args.sequences or None)}
@@ -180,7 +167,8 @@ def cmd_probe(args, overrides):
     model, text = _probe_source(args)
     opts = ProbeOptions(seq_len=args.seq_len, num_sequences=args.num_sequences, batch_size=args.batch_size,
                         bos=args.bos, criterion=args.criterion, vocab=args.vocab, vocab_sample=args.vocab_sample,
-                        interventions=args.interventions, progress=not args.no_progress)
+                        interventions=args.interventions, sample=args.sample, sample_seed=args.sample_seed,
+                        progress=not args.no_progress)
     return {"out": str(args.out), **probe(model, text, args.out, opts).headline()}
 
 
@@ -190,7 +178,8 @@ def _probe_source(args):
         from jaxsink.importers import load_gguf, load_hf
         model = load_hf(args.hf) if args.hf else load_gguf(args.gguf)
         return model, "\n\n".join(load_corpus(args.text or "shakespeare"))
-    from jaxsink.train.run import load_data, load_trained, load_workdir_config
+    from jaxsink.train.setup import load_trained
+    from jaxsink.workdir import load_data, load_workdir_config
     model = load_trained(args.workdir)
     if args.text:
         return model, "\n\n".join(load_corpus(args.text))
@@ -200,7 +189,9 @@ def _probe_source(args):
 
 
 def cmd_sweep(args, overrides):
-    from jaxsink.sweep import sweep
+    from jaxsink.sweep import report_finished, sweep
+    if args.report_only:
+        return report_finished(args.experiment, args.scale, args.workdir, only=args.only)
     return sweep(args.experiment, args.scale, args.workdir, only=args.only, dry_run=args.dry_run, extra=overrides,
                  progress=not args.no_progress, seeds=args.seeds)
 

@@ -101,6 +101,24 @@ def shipped_configs() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
 
 
+CONFIG_PREFIX = "--config."
+
+
+def split_overrides(argv):
+    """Separate absl-style `--config.key=value` overrides from the other arguments."""
+    rest, overrides = [], []
+    args = iter(argv)
+    for a in args:
+        if a.startswith(CONFIG_PREFIX):
+            body = a[len(CONFIG_PREFIX):]
+            if "=" not in body:
+                body = f"{body}={next(args, '')}"
+            overrides.append(body)
+        else:
+            rest.append(a)
+    return rest, overrides
+
+
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides) -> None:
     """Apply `section.key=value` strings (the `--config.` prefix already removed), type-checked."""
     for item in overrides:

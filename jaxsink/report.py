@@ -33,16 +33,17 @@ def write_report(workdir, name: str, scale: str, results: dict, experiment) -> p
 
 def table_lines(results: dict, experiment) -> list[str]:
     """The paper's table format (PPL | Sink ratio | Spike), ours beside the paper's."""
-    lines = ["| variant | PPL | Sink ratio | Spike | top-1/median | spike pos | params | tokens | paper PPL | paper Sink | paper Spike |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | PPL | Sink ratio | Spike | top-1/median | Sink_1 | first-token mass | spike pos | params | "
+             "tokens | seeds | paper PPL | paper Sink | paper Spike |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     swapped = False
     for variant, r in results.items():
         paper, swap = paper_reference(experiment.PAPER.get(variant), r)
         swapped |= swap
         ours = (f"| {variant} | {_cell(r, 'perplexity', '{:.2f}')} | {_cell(r, 'sink_ratio', '{:.1%}')} | "
                 f"{_cell(r, 'spike', '{:.1f}')} | {_cell(r, 'spike_top1_over_median', '{:.0f}')} | "
+                f"{_cell(r, 'sink1_gu', '{:.1%}')} | {_cell(r, 'first_token_mass_mean', '{:.3f}')} | "
                 f"{r.get('spike_position', '')} | "
-                f"{(r.get('params') or 0) / 1e6:.2f}M | {r['tokens'] / 1e6:.1f}M |")
+                f"{(r.get('params') or 0) / 1e6:.2f}M | {r['tokens'] / 1e6:.1f}M | {r.get('n_seeds', 1)} |")
         mark = " (no LR decay)" if swap else ""
         lines.append(ours + (f" {paper.perplexity}{mark} | {paper.sink_ratio_percent}% | {paper.spike} |" if paper
                              else " - | - | - |"))
@@ -77,7 +78,8 @@ def _figures(workdir: pathlib.Path, results: dict) -> list[str]:
     spike, sink, life = {}, {}, {}
     for variant in results:
         folder = results[variant].get("folder") or variant.replace("/", "_")     # with seeds: the first seed's
-        rows = [r for r in read_metrics(workdir / folder / "metrics.jsonl") if "sink_ratio" in r]
+        path = workdir / folder / "metrics.jsonl"
+        rows = [r for r in read_metrics(path) if "sink_ratio" in r] if path.exists() else []
         spike[variant] = ([r["step"] for r in rows], [r["spike"] for r in rows])
         sink[variant] = ([r["step"] for r in rows], [r["sink_ratio"] for r in rows])
         lc = results[variant].get("life_cycle", [])

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 
-from jaxsink.claims import Claim, verdict
-from jaxsink.sweep import experiments, load_experiment
+from jaxsink import experiments
+from jaxsink.claims import verdict
+from jaxsink.experiments import Claim
 
 ROW = re.compile(r"^\| (\S+) \| ([\d.]+) \| ([\d.]+)% \| ([\d.]+) \| ([\d.]+) \|")
 CLAIM = re.compile(r"^\| (.+?) \| \*\*(agrees|disagrees|inconclusive|not run)\*\* \|")
@@ -32,8 +33,8 @@ def parse_sections(text: str) -> list[dict]:
 
 
 def _experiment_for(title: str):
-    for name in experiments():
-        exp = load_experiment(name)
+    for name in experiments.names():
+        exp = experiments.load(name)
         if title == exp.TITLE or title.startswith(exp.TITLE + " ("):
             return exp
     return None

@@ -23,8 +23,8 @@ from jaxsink.probe.pipeline import probe_workdir_summary
 from jaxsink.report import write_report
 from jaxsink.stats.seeds import combine_seeds
 from jaxsink.train.loop import train
-from jaxsink.train.run import check_workdir_config
 from jaxsink.train.stats import training_stats
+from jaxsink.workdir import check_workdir_config
 
 log = logging.getLogger("jaxsink")
 
@@ -106,6 +106,25 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
                 k: {m: v[m] for m in ("perplexity", "sink_ratio", "spike", "spike_top1_over_median", "seeds",
                                       "n_seeds", "per_sequence_sd", "n_sequences") if m in v}
                 for k, v in results.items()}}
+
+
+def report_finished(name: str, scale: str, workdir, only=None) -> dict:
+    """Write results.json and report.md from the runs that have finished (their result.json), training
+    nothing: the record of a sweep that could not run every seed (the report's seed column says how many)."""
+    workdir = pathlib.Path(workdir)
+    results = {}
+    for variant, _ in plan(name, scale, only):
+        folder = workdir / _safe(variant)
+        rows = [json.loads(p.read_text()) for p in sorted(folder.glob("seed_*/result.json"))]
+        if not rows and (folder / "result.json").exists():
+            rows = [json.loads((folder / "result.json").read_text())]
+        if rows:
+            results[variant] = combine_seeds(rows)
+    if not results:
+        raise ConfigError(f"{workdir} holds no finished run of {name}")
+    write_report(workdir, name, scale, results, experiments.load(name))
+    return {"experiment": name, "report": str(workdir / "report.md"),
+            "variants": {k: {"n_seeds": v["n_seeds"], "perplexity": v["perplexity"]} for k, v in results.items()}}
 
 
 def _safe(variant: str) -> str:

@@ -209,4 +209,5 @@ def test_report_cells_carry_the_seed_interval():
     rows = seeded(pre=([10.0, 20.0], [5.0, 7.0], [0.1, 0.3], [5.0, 6.0]))
     rows["pre"]["tokens"] = 1e6
     line = [l for l in table_lines(rows, experiments.load("table5_norm")) if l.startswith("| pre")][0]
+    assert line.count("|") == 15
     assert "| 5.50 [5.00, 6.00] | 20.0% [10.0%, 30.0%] | 15.0 [10.0, 20.0] |" in line

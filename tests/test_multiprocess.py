@@ -11,7 +11,7 @@ import numpy as np
 from jaxsink.config import load_config
 from jaxsink.train.loop import train
 from jaxsink.train.metrics import read_metrics
-from jaxsink.train.run import Run, evaluate
+from jaxsink.train.setup import Run, evaluate
 
 OVERRIDES = ["model.d_model=32", "model.d_head=8", "model.d_ff=64", "train.seq_len=32", "train.batch_size=8",
              "train.steps=6", "train.log_every=1", "train.checkpoint_every=3", "train.eval_sequences=16",

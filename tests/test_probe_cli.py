@@ -12,7 +12,7 @@ from jaxsink.config import load_config
 from jaxsink.probe import passes, pipeline
 from jaxsink.train.loop import train
 from jaxsink.train.metrics import read_metrics
-from jaxsink.train.run import load_trained
+from jaxsink.train.setup import load_trained
 from jaxsink.train.stats import training_stats
 
 OVERRIDES = ["model.d_model=32", "model.d_head=8", "model.d_ff=64", "train.seq_len=32", "train.batch_size=8",

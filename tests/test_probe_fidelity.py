@@ -1,6 +1,8 @@
 """The probe's analyses as the pipeline runs them, on a planted BOS model whose spike tokens vary (review P1.1-
 P1.3): near-constancy and sink-key rank over the real spike tokens, Sun et al.'s mean ablation against a
 NumPy loop, the matched random-head control, each sink head's own sink key."""
+import json
+
 import numpy as np
 import pytest
 
@@ -10,8 +12,11 @@ import jax.numpy as jnp
 from jaxsink.data.tokenizer import ByteTokenizer
 from jaxsink.model import ModelSpec, apply, build, collect, split
 from jaxsink.model.attention import attention_probs
+from jaxsink.model.interventions import Interventions, ResidualEdit
+from jaxsink.model.loaded import LoadedModel
+from jaxsink.probe import analyses, passes, pipeline
 from jaxsink.probe import interventions_sun as sun
-from jaxsink.probe import runner
+from jaxsink.probe.sampling import sample_windows
 
 SPIKE = {256: 0, ord("a"): 5, ord("b"): 9}      # BOS and two letters, each massive in its own channel
 
@@ -24,32 +29,33 @@ def planted(tmp_path_factory):
     for token, channel in SPIKE.items():
         embed[token, channel] = 400.0
     params["embed"] = jnp.asarray(embed)
-    model = runner.Probed(graphdef, params, spec, ByteTokenizer(), True, "planted")
+    model = LoadedModel(graphdef, params, spec, ByteTokenizer(), True, "planted")
     rng = np.random.default_rng(0)
     text = "".join(rng.choice(list("abcdefghij klmnop"), size=4000))
-    opts = runner.ProbeOptions(seq_len=32, num_sequences=12, batch_size=6, criterion="relative", sink_eps=0.01,
+    opts = pipeline.ProbeOptions(seq_len=32, num_sequences=12, batch_size=6, criterion="relative", sink_eps=0.01,
                                vocab_sample=64, vocab_position=8, plots=False, progress=False)
-    result = runner.probe(model, text, tmp_path_factory.mktemp("planted"), opts)
-    return model, text, opts, result
+    out = tmp_path_factory.mktemp("planted")
+    result = pipeline.probe(model, text, out, opts)
+    return model, text, opts, result, out
 
 
 def test_near_constancy_over_varying_spike_tokens_is_not_one(planted):
-    _, _, _, r = planted
-    nc = r["near_constancy"]
-    tokens = nc["spike_tokens"]
-    assert nc["pos0_trivial"] and nc["pos0_cosine_per_block"][1] == pytest.approx(1.0, abs=1e-5)   # BOS: by construction
-    assert len(tokens["positions"]) > 2 and tokens["prompts"] > 1            # position 0 and the planted letters
-    assert max(tokens["cosine_per_block"].values()) < 0.8                     # three orthogonal spike directions
-    vocab = nc["vocab_position_0"]
-    assert vocab is not None and vocab["pairs"] == len(vocab["ids"]) >= 2
+    _, _, _, r, _ = planted
+    nc = r.near_constancy
+    tokens = nc.spike_tokens
+    assert nc.pos0_trivial and nc.pos0_cosine_per_block[1] == pytest.approx(1.0, abs=1e-5)   # BOS: by construction
+    assert len(tokens.positions) > 2 and tokens.prompts > 1                  # position 0 and the planted letters
+    assert max(tokens.cosine_per_block.values()) < 0.8                       # three orthogonal spike directions
+    vocab = nc.vocab_position_0
+    assert vocab is not None and vocab.pairs == len(vocab.ids) >= 2
 
 
 def test_sink_key_rank_over_spike_tokens_is_not_one(planted):
-    _, _, _, r = planted
-    ranks = r["sink_keys"]["spike_tokens"]
-    assert ranks and all(v["rank"] > 1 and v["participation_ratio"] > 1.2 for v in ranks.values())
-    old = r["sink_keys"]["pos0_trivial_under_bos"]                              # the first version's statistic
-    assert old and all(v["rank"] == 1 for v in old.values())
+    _, _, _, r, _ = planted
+    ranks = r.sink_keys.spike_tokens
+    assert ranks and all(v.rank > 1 and v.participation_ratio > 1.2 for v in ranks.values())
+    old = r.sink_keys.pos0_trivial_under_bos                                    # the first version's statistic
+    assert old and all(v.rank == 1 for v in old.values())
 
 
 def sun_reference(h, criterion_factor, channels):
@@ -70,22 +76,22 @@ def sun_reference(h, criterion_factor, channels):
 
 
 def test_mean_ablation_equals_a_numpy_loop(planted):
-    model, text, opts, r = planted
-    seqs = runner.sample_windows(model.tokenizer.encode(text), opts.seq_len, opts.num_sequences, True,
-                                 model.tokenizer.bos_id).tokens
-    edit = r["interventions"]["spike_edit"]
-    b0, channels = edit["block"], r["life_cycle_values"]["channels"]
+    model, text, opts, r, _ = planted
+    seqs = sample_windows(model.tokenizer.encode(text), opts.seq_len, opts.num_sequences, True,
+                          model.tokenizer.bos_id).tokens
+    edit = r.interventions.spike_edit
+    b0, channels = edit.block, r.life_cycle_values.channels
     _, inter = apply(model.graphdef, model.params, jnp.asarray(seqs), ("residual",))
     h = np.asarray(collect(inter, model.spec.n_blocks)["residual"][b0], np.float64)
     flagged, edited = sun_reference(h, 20.0, channels)
-    assert edit["edited_tokens"] == len(flagged) and len({t for _, t in flagged}) > 1
+    assert edit.edited_tokens == len(flagged) and len({t for _, t in flagged}) > 1
 
     def nll(x):   # finish the forward from block b0 with the edited residual, by the model's own edit hook
         mask = np.abs(edited - h) > 0
         logits, _ = apply(model.graphdef, model.params, jnp.asarray(seqs),
-                          (), {"residual_edits": {b0: (mask, jnp.asarray(edited, jnp.float32))}})
-        return float(np.mean(runner._nll(logits, jnp.asarray(seqs))))
-    assert r["interventions"]["spike_channels_mean"] == pytest.approx(nll(edited), rel=1e-4)
+                          (), Interventions(residual_edits=(ResidualEdit(b0, mask, jnp.asarray(edited, jnp.float32)),)))
+        return float(np.mean(passes.next_token_nll(logits, jnp.asarray(seqs))))
+    assert r.interventions.spike_channels_mean == pytest.approx(nll(edited), rel=1e-4)
 
 
 def test_sun_ablation_masks_only_each_sequences_own_tokens():
@@ -125,3 +131,46 @@ def test_drop_key_hides_each_heads_own_key():
                 np.testing.assert_allclose(np.delete(p[h, t, : t + 1], key), ref / ref.sum(), rtol=1e-5)
             else:
                 np.testing.assert_allclose(p[h, t], base[h, t], rtol=1e-6)
+
+
+def test_gather_at_reads_each_pair(planted):
+    from jaxsink.probe.spike_token_pass import gather_at
+    model, text, opts, _, _ = planted
+    seqs = sample_windows(model.tokenizer.encode(text), 32, 12, True, model.tokenizer.bos_id).tokens
+    n, t = np.array([5, 0, 5, 11, 2]), np.array([3, 0, 31, 7, 1])
+    g = gather_at(model, seqs, n, t, batch_size=4)
+    _, inter = apply(model.graphdef, model.params, jnp.asarray(seqs), ("residual", "qkv"))
+    c = collect(inter, model.spec.n_blocks)
+    np.testing.assert_allclose(g["residual"][2], np.asarray(c["residual"][2])[n, t], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(g["k"][3], np.asarray(c["k"][3])[n, t], rtol=1e-5, atol=1e-5)
+
+
+def test_vocabulary_probe_finds_the_planted_ids(planted):
+    """Exactly the planted ids (BOS, 'a', 'b') carry a massive activation at position 0 and at position p."""
+    model, text, opts, r, _ = planted
+    seqs = sample_windows(model.tokenizer.encode(text), 32, 12, True, model.tokenizer.bos_id).tokens
+    v = analyses.vocab_probe(model, seqs, r.criterion, position=8, sample=0)
+    assert sorted(v.position_0_ids) == sorted(SPIKE) and v.ids_probed == 257
+    assert v.position_0 == pytest.approx(3 / 257) and v.later == pytest.approx(3 / 257) and v.later_position == 8
+
+
+def test_spike_summary_names_the_planted_channels(planted):
+    r = planted[3]
+    assert set(SPIKE.values()) <= set(r.spike_channels)
+    assert set(r.spike_channels_by_magnitude[:3]) == set(SPIKE.values())
+    assert r.spike_positions[0] == 1.0 and r.sample.windows == 12 and r.sample.method == "random"
+
+
+def test_probe_json_round_trips_every_new_record(planted):
+    """probe.json is ProbeResult.to_json(); from_json rebuilds the typed records (sample, life cycles,
+    near-constancy sets, sink keys, eigen spectra, W_VO, the spike edit and the control) without loss."""
+    r, out = planted[3], planted[4]
+    on_disk = json.loads((out / "probe.json").read_text())
+    assert on_disk == json.loads(json.dumps(r.to_json()))
+    again = pipeline.ProbeResult.from_json(on_disk)
+    assert json.loads(json.dumps(again.to_json())) == on_disk
+    assert again.near_constancy.spike_tokens.sink_keys == r.near_constancy.spike_tokens.sink_keys
+    assert on_disk["interventions"]["control"]["heads"] == on_disk["interventions"]["masked_heads"] > 0
+    assert "position_0_ids" not in on_disk["vocab_spike_fraction"] and on_disk["sample"]["seed"] == 0
+    assert set(on_disk["per_sequence"]) >= {"spike", "sink_ratio", "perplexity"}
+    assert on_disk["sink_ratio_defined"] is False             # eps 0.01 < H_32 / 32 = 0.13: uniform passes it

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxsink import stats
+from jaxsink.model.layers import rms_normalize
 
 
 def causal_probs(b, h, t, rng, sink_heads=(), extra_slot=False):
@@ -29,13 +30,11 @@ def causal_probs(b, h, t, rng, sink_heads=(), extra_slot=False):
 
 # ------------------------------------------------------------------ massive activations
 
-def test_magnitude_stats_and_block_table_against_loops():
+def test_magnitude_stats_against_loops():
     rng = np.random.default_rng(0)
     h = rng.normal(size=(2, 3, 7, 5)) * rng.uniform(0.1, 10, size=(2, 3, 1, 1))    # [blocks, B, T, D]
     per_seq = stats.magnitude_stats(jnp.asarray(h, jnp.float32))
-    table = stats.block_magnitudes(jnp.asarray(h, jnp.float32))
     for blk in range(2):
-        ref_top3, ref_med, best = [], [], (-1.0, None)
         for b in range(3):
             entries = sorted((abs(h[blk, b, t, c]), t, c) for t in range(7) for c in range(5))
             top3, median = [e[0] for e in entries[::-1][:3]], float(np.median([e[0] for e in entries]))
@@ -43,12 +42,6 @@ def test_magnitude_stats_and_block_table_against_loops():
             np.testing.assert_allclose(per_seq["median"][blk, b], median, rtol=1e-5)
             np.testing.assert_allclose(per_seq["top1_over_median"][blk, b], top3[0] / median, rtol=1e-5)
             assert (per_seq["argmax_position"][blk, b], per_seq["argmax_channel"][blk, b]) == entries[-1][1:]
-            ref_top3.append(top3)
-            ref_med.append(median)
-            best = max(best, entries[-1][:1] + (entries[-1][1:],), key=lambda e: e[0])
-        np.testing.assert_allclose(table["top3"][blk], np.mean(ref_top3, axis=0), rtol=1e-5)
-        np.testing.assert_allclose(table["median"][blk], np.mean(ref_med), rtol=1e-5)
-        assert (table["argmax_position"][blk], table["argmax_channel"][blk]) == best[1]
 
 
 @pytest.mark.parametrize("criterion", [stats.SpikeCriterion(), stats.SpikeCriterion(50.0, 200.0),
@@ -110,11 +103,9 @@ def test_planted_spike_is_found_with_its_channels_token_and_blocks():
     assert stats.life_cycle_blocks(values(residual), values(outputs), embedding[:, 0, [3, 7]].mean(0)) == ([4], [11])
     assert stats.life_cycle_blocks(values(residual)[:, 1], values(outputs)[:, 1]) == ([4], [11])
 
-    table = stats.block_magnitudes(jnp.asarray(residual, jnp.float32))
-    up, down = stats.jump_masks(table["top3"][:, 0], initial=np.abs(embedding).max(axis=(1, 2)).mean())
-    assert stats.block_indices(up) == [4] and stats.block_indices(down) == [11]
-    assert (table["argmax_position"][3:10] == 0).all()
-    assert 4990 < float(stats.spike_top1(table["top3"][:, 0][:, None])) < 5010
+    per_seq = stats.magnitude_stats(jnp.asarray(residual, jnp.float32))             # [blocks, B]
+    assert (per_seq["argmax_position"][3:10] == 0).all()
+    assert 4990 < float(stats.spike_top1(per_seq["top3"][..., 0])) < 5010
 
 
 def test_life_cycle_with_two_step_up_and_two_step_down_blocks():
@@ -147,15 +138,12 @@ def test_head_stats_against_loops():
     b, h, t, eps = 2, 4, 12, 0.3
     a = causal_probs(b, h, t, np.random.default_rng(6), sink_heads=(1, 3), extra_slot=True)
     got = stats.head_stats(jnp.asarray(a, jnp.float32), eps)
-    gu = np.asarray(stats.gu_importance(jnp.asarray(a, jnp.float32)))
     for bi, hi in np.ndindex(b, h):
         alpha = [sum(a[bi, hi, q, k] for q in range(t)) / t for k in range(t)]
         np.testing.assert_allclose(got["alpha_first_half"][bi, hi], alpha[: t // 2], rtol=1e-5)
         assert got["is_sink"][bi, hi] == (max(alpha[: t // 2]) > eps)
         np.testing.assert_allclose(got["first_token_mass"][bi, hi], alpha[0], rtol=1e-5)
         assert got["gu_sink1"][bi, hi] == (alpha[0] > eps)
-        for k in range(t):                                           # 1-based k+1: 1 / (T - k)
-            np.testing.assert_allclose(gu[bi, hi, k], sum(a[bi, hi, q, k] for q in range(k, t)) / (t - k), rtol=1e-5)
         dists = []
         for q in range(1, t):
             mass = sum(a[bi, hi, q, k] for k in range(1, q + 1))
@@ -271,7 +259,7 @@ def test_rmsnorm_is_bounded_by_sqrt_d(d, spike, seed):
     """Eq. 23: |RMSNorm(h)_i| <= sqrt(D) for any h, including one huge channel."""
     h = np.random.default_rng(seed).normal(size=(3, d))
     h[:, 0] += spike
-    u = np.asarray(stats.rms_normalize(jnp.asarray(h, jnp.float32)), np.float64)
+    u = np.asarray(rms_normalize(jnp.asarray(h, jnp.float32), 1e-12), np.float64)    # the model's RMSNorm
     assert np.all(np.abs(u) <= np.sqrt(d) * (1 + 1e-6))
     np.testing.assert_allclose(np.sqrt(np.mean(u ** 2, -1)), 1.0, rtol=1e-5)
     assert np.all(np.asarray(stats.multi_hotness(jnp.asarray(h, jnp.float32))["peak_over_bound"]) <= 1 + 1e-6)

@@ -96,7 +96,7 @@ def _cfg(corpus, *overrides):
 
 
 def test_nan_stops_at_its_step_and_keeps_the_last_checkpoint(corpus, tmp_path):
-    from jaxsink.train.run import Run
+    from jaxsink.train.setup import Run
     cfg = _cfg(corpus, "train.lr=1e30")
     with pytest.raises(NonFiniteLoss, match=r"at step \d+") as e:
         train(cfg, tmp_path, devices=jax.devices()[:1], progress=False)
@@ -159,7 +159,7 @@ def test_disk_full_during_checkpoint_keeps_the_previous_and_resumes(corpus, tmp_
         thread = threading.Thread(target=fill_after_first_checkpoint, daemon=True)
         thread.start()
         from jaxsink.train.checkpoint import CheckpointError
-        from jaxsink.train.run import Run
+        from jaxsink.train.setup import Run
         with pytest.raises((CheckpointError, OSError)) as e:
             train(cfg, workdir, devices=jax.devices()[:1], progress=False)
         stop.set()
@@ -269,7 +269,7 @@ def test_retrained_tokenizer_from_changed_corpus_is_refused(bpe_run, tmp_path, c
     """tokenizer.json deleted: the same corpus retrains the same BPE (accepted, file restored); a changed
     corpus retrains another one (refused, and no tokenizer.json is written)."""
     import json
-    from jaxsink.train.run import load_data
+    from jaxsink.workdir import load_data
     workdir = _copy_run(bpe_run, tmp_path)
     (workdir / "tokenizer.json").unlink()
     load_data(_bpe_cfg(bpe_run[1]), workdir)
@@ -324,7 +324,7 @@ def test_checkpoint_dir_shared_with_another_tokenizer_is_refused(bpe_run, tmp_pa
 @pytest.mark.parametrize("override", ["data.tokenizer=byte", "data.bpe_vocab_size=400", "data.corpus={other}"])
 def test_changed_data_config_on_resume_is_refused(bpe_run, tmp_path, override):
     """Already refused before tokenizer fingerprints (check_workdir_config names the key); kept as a test."""
-    from jaxsink.train.run import RunError
+    from jaxsink.workdir import RunError
     other = tmp_path / "other.txt"
     other.write_text(OTHER_TEXT)
     workdir = _copy_run(bpe_run, tmp_path)
@@ -338,7 +338,7 @@ def test_workdir_without_fingerprints_warns_once_and_resumes(bpe_run, tmp_path, 
     however often it is opened; training resumes and records the fingerprint from then on."""
     import json
     from jaxsink.train.checkpoint import CheckpointStore
-    from jaxsink.train.run import Run
+    from jaxsink.train.setup import Run
     import shutil
     workdir = _copy_run(bpe_run, tmp_path)
     fingerprint = _fingerprint(workdir)
@@ -364,7 +364,7 @@ def test_schema_key_added_since_the_workdir_is_not_a_change(bpe_run, tmp_path):
     """A workdir's config.json from before a key joined the schema: the key has its default, so the same
     command resumes; a key whose value really differs is still refused."""
     import json
-    from jaxsink.train.run import RunError, check_workdir_config
+    from jaxsink.workdir import RunError, check_workdir_config
     workdir = _copy_run(bpe_run, tmp_path)
     config = json.loads((workdir / "config.json").read_text())
     del config["model"]["qkv_bias"]

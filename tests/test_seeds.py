@@ -42,3 +42,19 @@ def test_sweep_with_two_seeds(corpus, tmp_path):  # noqa: F811
     assert saved["n_seeds"] == 2 and saved["seeds"]["perplexity"] == [r["perplexity"] for r in runs]
     assert saved["perplexity"] == pytest.approx(np.mean([r["perplexity"] for r in runs]))
     assert result["variants"]["swiglu"]["perplexity"] == pytest.approx(saved["perplexity"])
+
+
+def test_report_from_finished_runs_only(tmp_path):
+    from jaxsink.sweep import report_finished
+    for folder, ppl in (("pre/seed_0", 5.0), ("pre/seed_1", 6.0), ("sandwich/seed_0", 5.5)):
+        d = tmp_path / folder
+        d.mkdir(parents=True)
+        d.joinpath("result.json").write_text(json.dumps(
+            {"perplexity": ppl, "sink_ratio": 0.1, "sink1_gu": 0.0, "spike": 20.0, "spike_top1_over_median": 10.0,
+             "tokens": 1e6, "folder": folder}))
+    out = report_finished("table5_norm", "tiny", tmp_path)
+    assert out["variants"] == {"pre": {"n_seeds": 2, "perplexity": 5.5}, "sandwich": {"n_seeds": 1, "perplexity": 5.5}}
+    text = (tmp_path / "report.md").read_text()
+    assert "| pre | 5.50 [5.00, 6.00] |" in text and "one seed" in text
+    with pytest.raises(ConfigError, match="no finished run"):
+        report_finished("table4_ffn", "tiny", tmp_path)

@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxsink import stats
 from jaxsink.model import ModelSpec, apply, build, collect, split
-from jaxsink.probe import runner, stats
+from jaxsink.model.loaded import LoadedModel
+from jaxsink.probe import pipeline
 from jaxsink.stats.spike_tokens import life_cycles, mean_pairwise_cosine, participation_rank, spike_pairs
 from jaxsink.stats.trigger import channels_by_magnitude, eigen_spectrum, trigger_alignment, w_vo_affine
 
@@ -76,9 +78,10 @@ def test_post_norm_spikes_are_read_before_the_norm():
     embed = np.array(params["embed"])
     embed[7, 3] = 300.0
     params["embed"] = jnp.asarray(embed)
-    model = runner.Probed(graphdef, params, spec, None, False, "planted post-norm")
+    model = LoadedModel(graphdef, params, spec, None, False, "planted post-norm")
     seqs = np.array([[7, 1, 2, 3, 4, 5, 6, 8]] * 2, np.int32)
-    p1 = runner._run_pass1(model, seqs, runner.ProbeOptions(seq_len=8, batch_size=2), stats.SpikeCriterion.relative())
+    p1 = pipeline.block_statistics(model, seqs, pipeline.ProbeOptions(seq_len=8, batch_size=2),
+                                   stats.SpikeCriterion.relative())
     assert p1["blocks"][1]["residual"]["top3"][0, 0] > 250                     # after the norm it is <= 4
     _, inter = apply(graphdef, params, jnp.asarray(seqs), ("residual",))
     assert float(jnp.max(jnp.abs(collect(inter, 2)["residual"][1]))) < 5
@@ -97,8 +100,9 @@ def test_training_time_statistics_equal_the_probes_on_the_same_tokens():
     names, stats_fn = training_stats(cfg)
     _, inter = apply(graphdef, params, jnp.asarray(tokens), names)
     train = stats_fn(inter)
-    model = runner.Probed(graphdef, params, spec, None, True, "same tokens")
-    p1 = runner._run_pass1(model, tokens, runner.ProbeOptions(seq_len=16, batch_size=4), stats.SpikeCriterion())
+    model = LoadedModel(graphdef, params, spec, None, True, "same tokens")
+    p1 = pipeline.block_statistics(model, tokens, pipeline.ProbeOptions(seq_len=16, batch_size=4),
+                                   stats.SpikeCriterion())
     probe_sink = np.mean([h["is_sink"] for h in p1["heads"].values()])
     probe_mass = [h["first_token_mass"].mean() for _, h in sorted(p1["heads"].items())]
     probe_spike = np.mean(np.max([p1["blocks"][i]["residual"]["top3"][:, 0] for i in sorted(p1["blocks"])], 0))
@@ -110,6 +114,20 @@ def test_training_time_statistics_equal_the_probes_on_the_same_tokens():
 def test_no_sink_statistics_where_uniform_attention_passes_eps():
     from jaxsink.stats.sink_validity import sink_ratio_defined, uniform_alpha0
     assert uniform_alpha0(8) == pytest.approx(sum(1 / i for i in range(1, 9)) / 8) and uniform_alpha0(8) > 0.3
-    assert not sink_ratio_defined(8, 0.3) and sink_ratio_defined(9, 0.3) and sink_ratio_defined(64, 0.3)
+    assert not sink_ratio_defined(9, 0.3) and sink_ratio_defined(10, 0.3) and sink_ratio_defined(64, 0.3)
     A = np.tril(np.ones((8, 8))) / np.arange(1, 9)[:, None]                  # uniform causal attention
     assert A[:, 0].mean() == pytest.approx(uniform_alpha0(8))
+
+
+def test_evaluation_counts_only_the_loss_range():
+    """Table 8 rows are evaluated on the positions they were trained on (review P1.6)."""
+    from jaxsink.train.step import make_eval_step, position_weights, token_nll
+    spec = ModelSpec(vocab_size=20, n_layers=1, d_model=8, n_heads=2, d_head=4, d_ff=16, max_seq_len=8)
+    graphdef, params = split(build(spec, 0))
+    rng = np.random.default_rng(5)
+    inputs, targets = (jnp.asarray(rng.integers(0, 20, (3, 8)), jnp.int32) for _ in range(2))
+    mask = jnp.asarray([1, 1, 0])
+    s, n = make_eval_step(graphdef, position_weights(8, 3, 0))(params, inputs, targets, mask)
+    logits, _ = apply(graphdef, params, inputs)
+    nll = np.asarray(token_nll(logits, targets))
+    assert float(n) == 2 * 5 and float(s) == pytest.approx(nll[:2, 3:].sum(), rel=1e-5)

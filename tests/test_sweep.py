@@ -53,6 +53,8 @@ def test_experiment_runs_at_tiny_scale(name, corpus, tmp_path):
         assert row["perplexity"] > 1 and 0 <= row["sink_ratio"] <= 1 and row["spike"] > 0 and row["tokens"] > 0
     report = (tmp_path / "report.md").read_text()
     assert "| variant | PPL | Sink ratio | Spike |" in report and all(v in report for v in first_two)
+    if name == "table8_context":     # 1/256 trains at seq_len 8: probed there, where Eq. 28 is undefined
+        assert saved["1/256"]["probe_seq_len"] == 8 and saved["1/256"]["sink_ratio_defined"] is False
 
 
 def test_rerun_skips_finished_variants(corpus, tmp_path):
@@ -67,7 +69,7 @@ def test_rerun_skips_finished_variants(corpus, tmp_path):
 def test_rerun_with_other_overrides_is_refused_before_any_compute(corpus, tmp_path):
     """A finished variant is reused only for the same run: a longer run into the same workdir must not
     silently report the old one's numbers (cadence keys such as stats.every may change)."""
-    from jaxsink.train.run import RunError
+    from jaxsink.workdir import RunError
     extra = [o.format(corpus=corpus) for o in SMALL]
     sweep("table4_ffn", "tiny", tmp_path, only=["swiglu"], extra=extra, progress=False)
     saved = (tmp_path / "swiglu" / "result.json").read_text()

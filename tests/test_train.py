@@ -13,7 +13,7 @@ import pytest
 from jaxsink.config import apply_overrides, load_config
 from jaxsink.train.loop import train
 from jaxsink.train.metrics import read_metrics
-from jaxsink.train.run import Run, RunError, evaluate
+from jaxsink.train.setup import Run, RunError, evaluate
 
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 3 + "Now is the winter of our discontent.\n") * 300
 

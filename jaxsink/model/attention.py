@@ -81,8 +81,8 @@ class Attention(nnx.Module):
             self.bv = param(rngs, (hkv, dh), ("kv_heads", "head_dim"), 0.0)
         if spec.uses_qk_norm:
             q_dim, k_dim = (dh, dh) if spec.qk_norm_scope == "head" else (h * dh, hkv * dh)
-            self.q_norm = _Scale(q_dim)
-            self.k_norm = _Scale(k_dim)
+            self.q_norm = QKNorm(q_dim)
+            self.k_norm = QKNorm(k_dim)
         if spec.attention == "sink_logit":
             self.sink_logit = const_param(jnp.zeros(h), ("heads",))
         if spec.attention in ("k_bias", "kv_bias"):
@@ -203,7 +203,7 @@ class Attention(nnx.Module):
         return (y.astype(jnp.float32) * g).astype(y.dtype)
 
 
-class _Scale(nnx.Module):
+class QKNorm(nnx.Module):
     """QK-norm: RMSNorm (learnable scale) over each head's d_head, or over all heads (scope 'full')."""
 
     def __init__(self, dim: int):

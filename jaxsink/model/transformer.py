@@ -78,10 +78,10 @@ class Transformer(nnx.Module):
         `layer_transforms`: nothing is captured or edited, so `spec.remat` / `spec.scan_layers` may apply (a
         sow inside `jax.checkpoint` or `lax.scan` could not leave it); otherwise the layers run one by one.
         """
-        h, head = self.hidden(tokens, interventions, fused, plain)
+        h, head = self.hidden(tokens, interventions, fused, layer_transforms)
         return constrain((h @ head.astype(h.dtype)).astype(jnp.float32), BATCH, LENGTH, VOCAB)
 
-    def hidden(self, tokens, interventions=None, fused: bool = False, plain: bool = False):
+    def hidden(self, tokens, interventions=None, fused: bool = False, layer_transforms: bool = False):
         """(final hidden states [B, T, D], head matrix [D, V]): the logits are h @ head; a loss can take
         them in chunks without the whole [B, T, V] (`train/loss.py`)."""
         spec = self.spec

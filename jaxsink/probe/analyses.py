@@ -7,23 +7,28 @@ from __future__ import annotations
 
 import typing
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsink import stats
-from jaxsink.model.interventions import FirstKeyMask, Interventions, ResidualEdit
+from jaxsink.model.interventions import Interventions, ResidualEdit
 from jaxsink.model.loaded import LoadedModel
 from jaxsink.model.spec import ModelSpec
-from jaxsink.probe import passes
-from jaxsink.probe.result import (BlockRow, Eigen, HeadRow, InterventionLosses, LifeCycleValues, Mechanism,
-                                  NearConstancy, Silu, SiluBlock, SinkKeyRank, UkChannel, VocabSpikeFraction)
+from jaxsink.probe import interventions_sun as sun
+from jaxsink.probe import mechanism_pass, passes
+from jaxsink.probe.result import (BlockRow, HeadControl, HeadRow, InterventionLosses, LifeCycle, LifeCycleValues,
+                                  Mechanism, Silu, SiluBlock, SinkKeyRank, SpikeEdit, UkChannel,
+                                  VocabSpikeFraction)
+from jaxsink.stats.spike_tokens import life_cycles
+from jaxsink.stats.trigger import channels_by_magnitude
 
 
 class SpikeLocation(typing.NamedTuple):
-    """Where the spike is: channels flagged in any block, the share of sequences flagged per position, and
-    the (position, channel, block) of the largest mean top-1 |h|."""
+    """Where the spike is: channels flagged in any block (and the same ordered by their largest |h| over
+    blocks, largest first: review P2.9), the share of sequences flagged per position, and the (position,
+    channel, block) of the largest mean top-1 |h|."""
     channels: list[int]
+    by_magnitude: list[int]
     positions: dict[int, float]
     position: int
     channel: int
@@ -55,8 +60,10 @@ def spike_location(block_stats: dict, spec: ModelSpec, blocks: list[BlockRow]) -
         share = b["token_mask"].mean(0)
         position_share = share if position_share is None else np.maximum(position_share, share)
     peak = max(blocks, key=lambda r: r.residual_top3[0])
+    channels = [int(c) for c in np.nonzero(channel_hits)[0]]
+    absmax = np.max([block_stats["blocks"][i]["channel_absmax"].max(0) for i in range(1, spec.n_blocks + 1)], 0)
     return SpikeLocation(
-        channels=[int(c) for c in np.nonzero(channel_hits)[0]],
+        channels=channels, by_magnitude=channels_by_magnitude(channels, absmax[channels], len(channels)),
         positions={int(t): float(position_share[t]) for t in np.nonzero(position_share)[0]},
         position=peak.argmax_position, channel=peak.argmax_channel, peak_block=peak.index,
         top1_over_median=peak.residual_top3[0] / max(peak.residual_median, 1e-30))
@@ -86,26 +93,14 @@ def head_table(block_stats: dict, spec: ModelSpec) -> list[list[HeadRow]]:
     return table
 
 
-def near_constancy(block_stats: dict, spec: ModelSpec, step_up: list[int]) -> NearConstancy:
-    """Mean pairwise cosine of h at position 0 across prompts, per block (Fig. 5; RMSNorm only rescales each
-    vector, so this is the cosine of RMSNorm(h)), and the multi-hotness of h there (scale-free, Eq. 24)."""
-    blocks = range(1, spec.n_blocks + 1)
-    cos = {i: float(stats.mean_pairwise_cosine(block_stats["blocks"][i]["pos0"])) for i in blocks}
-    first = step_up[0] if step_up else None
-    hot = {i: jax.tree.map(lambda x: float(np.mean(x)), stats.multi_hotness(block_stats["blocks"][i]["pos0"]))
-           for i in blocks}
-    return NearConstancy(pos0_cosine_per_block=cos,
-                         before_step_up=cos.get(first - 1) if first and first > 1 else None,
-                         after_step_up=cos.get(first) if first else None, pos0_multi_hotness_per_block=hot)
-
-
 # ------------------------------------------------------------------ the spike channels through the blocks
 
 def spike_channels(model: LoadedModel, seqs, batch_size: int, spike: SpikeLocation,
                    heads: list[list[HeadRow]]) -> tuple[LifeCycleValues, Silu, dict[str, SinkKeyRank]]:
-    """Signed spike-channel values at the spike position per block (life cycle), SiLU near identity of FFN
-    gates, and the effective rank of the keys at the sink position of sink heads."""
-    tracked = np.asarray(spike.channels[:16] or [spike.channel])
+    """Signed values of the 16 largest spike channels at the spike position per block (life cycle), SiLU
+    near identity of FFN gates, and the effective rank of the keys at position 0 of sink heads (the first
+    version's sink-key statistic, 1 by construction under BOS: `SinkKeys.pos0_trivial_under_bos`)."""
+    tracked = np.asarray(spike.by_magnitude[:16] or [spike.channel])
     run = passes.spike_channel_pass(model, spike.position, spike.channel, tracked)
     values = passes.run_batched(run, model.params, seqs, batch_size)
     life_cycle = LifeCycleValues(position=spike.position, channel=spike.channel,
@@ -140,26 +135,23 @@ def life_cycle_steps(life_cycle: LifeCycleValues, has_spike: bool) -> tuple[list
     return stats.life_cycle_blocks(life_cycle.residual, life_cycle.output) if has_spike else ([], [])
 
 
-def mechanism(model: LoadedModel, spike_channels: list[int], step_up_blocks: list[int]) -> Mechanism:
-    """||U_k||_F per SwiGLU block (RMSNorm scale folded in), top channels' S_k eigen-structure at step-up
-    blocks, and the spectral norm of block 1's W_VO (Eq. 22)."""
-    top, eigen, every = {}, {}, {}
-    channels = spike_channels[:8]
+def every_life_cycle(life_cycle: LifeCycleValues, has_spike: bool) -> list[LifeCycle]:
+    """Every rise-fall cycle of the dominant spike channel, not only the global peak's (review P2.7)."""
+    cycles = life_cycles(life_cycle.residual, life_cycle.output) if has_spike else []
+    return [LifeCycle(**c) for c in cycles]
+
+
+def mechanism(model: LoadedModel, spike: SpikeLocation, cycles: list[LifeCycle], block_stats: dict) -> Mechanism:
+    """||U_k||_F per SwiGLU block (RMSNorm scale folded in), S_k's spectrum at every step-up and step-down
+    block for the largest spike channels, and block 1's affine W_VO with its alignment to s* (Eq. 16-22)."""
+    top, every = {}, {}
     for i in (range(2, model.spec.n_blocks + 1, 2) if model.spec.ffn == "swiglu" else ()):
-        w = model.ffn_weights(i)
-        wg, wu, wd = w["w_gate"], w["w_up"], w["w_down"]
-        if model.input_norm_scale(i) is not None:
-            wg, wu = stats.fold_norm_scale(model.input_norm_scale(i), wg, wu)
-        norms = np.asarray(stats.uk_frobenius(wg, wu, wd))
+        norms = np.asarray(stats.uk_frobenius(*mechanism_pass.folded_ffn_weights(model, i)))
         every[i] = norms
         top[i] = [UkChannel(int(k), float(norms[k]), float(norms[k] / max(np.median(norms), 1e-30)))
                   for k in np.argsort(norms)[::-1][:3]]
-        if i in step_up_blocks and channels:
-            eig = [stats.top_eigen(stats.u_matrix(wg, wu, wd, k)) for k in channels]
-            eigen[i] = Eigen(channels, [e[0] for e in eig], stats.eigvec_alignment([e[1] for e in eig]))
-    attn = model.attn_weights(1)
-    w_vo = float(np.linalg.norm(np.asarray(stats.w_vo(attn["wv"], attn["wo"])), 2))
-    return Mechanism(top, eigen, w_vo, uk_norm_all=every)
+    eigen = mechanism_pass.eigen_at_blocks(model, spike.by_magnitude, cycles)
+    return Mechanism(top, eigen, mechanism_pass.w_vo_record(model, block_stats, eigen), uk_norm_all=every)
 
 
 # ------------------------------------------------------------------ vocabulary probe (paper Table 2)
@@ -182,64 +174,66 @@ def vocab_probe(model: LoadedModel, seqs, criterion, position: int, sample: int)
         atp = np.concatenate([np.tile(context[:p], (len(ids), 1)), ids[:, None]], axis=1)
         first.append(np.asarray(spiky(model.params, jnp.asarray(at0), 0)))
         later.append(np.asarray(spiky(model.params, jnp.asarray(atp), p)))
-    return VocabSpikeFraction(float(np.concatenate(first).mean()), float(np.concatenate(later).mean()),
-                              int(vocab), int(len(ids_all)), p)
+    first = np.concatenate(first)
+    return VocabSpikeFraction(float(first.mean()), float(np.concatenate(later).mean()), int(vocab),
+                              int(len(ids_all)), p, position_0_ids=ids_all[first].tolist())
 
 
 # ------------------------------------------------------------------ interventions
 
 def intervention_losses(model: LoadedModel, seqs, batch_size: int, spike: SpikeLocation, step_up: list[int],
-                        life_cycle: LifeCycleValues, heads: list[list[HeadRow]]) -> InterventionLosses:
-    """Loss changes under Sun et al.'s zero/mean ablation of the spike channels at the (last) step-up block,
-    hiding the sink position from sink heads (vs as many random non-sink heads), and StreamingLLM window
-    attention keeping 0, 1 or 4 first tokens (Xiao et al. 2024)."""
+                        life_cycle: LifeCycleValues, heads: list[list[HeadRow]],
+                        block_stats: dict) -> InterventionLosses:
+    """Loss changes under Sun et al.'s zero/mean ablation of each sequence's own spike tokens at the (last)
+    step-up block, each sink head losing its own sink key vs a matched random-head control, and StreamingLLM
+    window attention keeping 0, 1 or 4 first tokens (Xiao et al. 2024); `interventions_sun` says why."""
     run = passes.losses(model)
 
-    def loss(interventions: Interventions) -> float:
-        return float(np.mean(passes.run_batched(run, model.params, seqs, batch_size, interventions)))
+    def loss(interventions) -> float:
+        return _mean_loss(run, model.params, seqs, batch_size, interventions)
 
     out = InterventionLosses(baseline=loss(Interventions()))
     edit_blocks = step_up or ([spike.peak_block] if spike.channels else [])
     if spike.channels and edit_blocks:
-        edit_block = edit_blocks[-1]
-        zero, mean = _spike_channel_edits(model.spec, seqs.shape[1], spike, life_cycle, edit_block)
-        out.spike_channels_zero, out.spike_channels_mean = loss(zero), loss(mean)
-        out.spike_edit_block = edit_block
+        out.spike_channels_zero, out.spike_channels_mean, out.spike_edit = _spike_ablation(
+            model, seqs, batch_size, block_stats, life_cycle.channels, edit_blocks[-1], loss)
     sink_heads = {row[0].block: np.array([h.is_sink for h in row]) for row in heads}
     n_sink = int(sum(m.sum() for m in sink_heads.values()))
     if n_sink:
-        out.mask_sink_heads = loss(_drop_first_key(sink_heads))
-        out.mask_random_non_sink_heads = loss(_drop_first_key(_random_non_sink_heads(sink_heads, n_sink)))
+        keys = {i: sun.sink_keys(h["alpha_first_half"].mean(0)) for i, h in block_stats["heads"].items()}
+        out.mask_sink_heads = loss(sun.drop_keys(sink_heads, keys))
+        rng = np.random.default_rng(0)
+        controls = [sun.matched_control(sink_heads, rng) for _ in range(sun.CONTROL_DRAWS)]
+        out.mask_random_heads = float(np.mean([loss(sun.drop_keys(c, keys)) for c in controls]))
         out.masked_heads = n_sink
+        out.control = HeadControl(heads=n_sink, draws=sun.CONTROL_DRAWS, drawn_from="all heads, without replacement",
+                                  key="each head's argmax of alpha over k < T/2")
     window = max(seqs.shape[1] // 4, 2)
     for keep in (0, 1, 4):
         out.windows[f"window_{window}_keep_{keep}"] = loss(Interventions(window=window, keep_first=keep))
     return out
 
 
-def _spike_channel_edits(spec: ModelSpec, seq_len: int, spike: SpikeLocation, life_cycle: LifeCycleValues,
-                         block: int) -> tuple[Interventions, Interventions]:
-    """Zero and mean ablation of the tracked spike channels at every spike position after `block`; the
-    mean is per (position, channel) over prompts."""
-    mask = np.zeros((1, seq_len, spec.d_model), bool)
-    for pos in spike.positions:
-        mask[0, pos, life_cycle.channels] = True
-    mean_field = np.zeros((1, seq_len, spec.d_model), np.float32)
-    mean_field[0][:, life_cycle.channels] = life_cycle.channel_means[block - 1]
-    return (Interventions(residual_edits=(ResidualEdit(block, mask, 0.0),)),
-            Interventions(residual_edits=(ResidualEdit(block, mask, mean_field),)))
+def _mean_loss(run, params, seqs, batch_size: int, interventions) -> float:
+    """Mean per-sequence NLL under `interventions`: one `Interventions` for every batch, or a function of
+    the batch's rows (a slice) -> `Interventions`, for edits that differ per sequence."""
+    per_batch = interventions if callable(interventions) else (lambda rows: interventions)
+    nll = [np.asarray(run(params, jnp.asarray(seqs[s:s + batch_size]), per_batch(slice(s, s + batch_size))))
+           for s in range(0, len(seqs), batch_size)]
+    return float(np.mean(np.concatenate(nll)))
 
 
-def _drop_first_key(heads_by_block: dict) -> Interventions:
-    return Interventions(drop_first_key=tuple(FirstKeyMask(b, m) for b, m in heads_by_block.items()))
+def _spike_ablation(model: LoadedModel, seqs, batch_size: int, block_stats: dict, channels: list[int], block: int,
+                    loss) -> tuple[float, float, SpikeEdit]:
+    """Sun et al.'s zero and mean ablation at `block`: each sequence's own spike tokens (flagged there) get
+    the tracked channels overwritten with 0 or with their mean over all spike tokens."""
+    flags = block_stats["blocks"][block]["token_mask"]
+    values = passes.run_batched(passes.residual_channels(model, block, np.asarray(channels)), model.params, seqs,
+                                batch_size)
+    mask, mean = sun.sun_ablation(flags, values, channels, model.spec.d_model)
 
-
-def _random_non_sink_heads(sink_heads: dict, n: int) -> dict:
-    """As many non-sink heads as there are sink heads (fewer if the model has not enough), seed 0."""
-    rng = np.random.default_rng(0)
-    others = [(b, j) for b, m in sink_heads.items() for j in np.nonzero(~m)[0]]
-    pick = rng.choice(len(others), size=min(n, len(others)), replace=False) if others else []
-    control = {b: np.zeros(len(m), bool) for b, m in sink_heads.items()}
-    for idx in pick:
-        control[others[idx][0]][others[idx][1]] = True
-    return control
+    def edit(value):
+        return lambda rows: Interventions(residual_edits=(ResidualEdit(block, mask[rows], value),))
+    shift = float(np.abs(values[flags] - mean[channels]).mean() / max(np.abs(values[flags]).mean(), 1e-30)) \
+        if flags.any() else 0.0
+    return loss(edit(0.0)), loss(edit(mean)), SpikeEdit(block, int(flags.sum()), len(channels), shift)

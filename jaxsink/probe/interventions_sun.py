@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxsink.model.interventions import Interventions, KeyMask
+
 CONTROL_DRAWS = 3
 
 
@@ -52,6 +54,7 @@ def matched_control(sink_heads: dict, rng: np.random.Generator) -> dict:
     return out
 
 
-def drop_keys(chosen: dict, keys: dict) -> dict:
-    """{block: int[H]}: the key each chosen head loses, -1 for heads left alone."""
-    return {b: np.where(m, keys[b], -1).astype(np.int32) for b, m in chosen.items()}
+def drop_keys(chosen: dict, keys: dict) -> Interventions:
+    """Each chosen head ({block: bool[H]}) loses its key `keys[block][h]`; the other heads are left alone (-1)."""
+    return Interventions(drop_key=tuple(KeyMask(b, np.where(m, keys[b], -1).astype(np.int32))
+                                        for b, m in sorted(chosen.items())))

@@ -4,6 +4,7 @@ back to the host as NumPy trees concatenated over the batch axis.
 - `block_pass`: per-block magnitudes, massive-activation masks, per-head sink statistics, position-0 vectors
   (dense [B, H, T, T] probabilities up to `DENSE_LIMIT` tokens, query blocks of `QUERY_BLOCK` beyond);
 - `spike_channel_pass`: signed spike-channel values per block, SiLU near identity, keys at position 0;
+- `residual_channels`: one block's residual at chosen channels (Sun et al.'s ablation);
 - `spiky_at`: whether any block's residual is massive at one position (the vocabulary probe);
 - `losses`: per-sequence NLL under an `Interventions`;
 - `capture_one`: one intermediate of one batch, for plots.
@@ -64,10 +65,13 @@ def block_pass(model: LoadedModel, seq_len: int, sink_eps: float, criterion: sta
 
 
 def _block_entry(captured, i: int, criterion) -> dict:
-    residual, output = captured["residual"][i], captured["block_out"][i]
+    """One block's statistics. Post-norm blocks are read before their norm, in h + F(h), where Gu et al. find
+    the massive activations (after the post-LN |h| is bounded by construction; review P2.10)."""
+    residual = captured.get("residual_pre_norm", {}).get(i, captured["residual"][i])
     mask = stats.massive_mask(residual, criterion)
-    return {"residual": stats.magnitude_stats(residual), "output": stats.magnitude_stats(output),
+    return {"residual": stats.magnitude_stats(residual), "output": stats.magnitude_stats(captured["block_out"][i]),
             "token_mask": mask.any(-1), "channel_mask": mask.any(1),
+            "channel_absmax": jnp.max(jnp.abs(residual.astype(jnp.float32)), axis=(0, 1))[None],
             "pos0": residual[:, 0].astype(jnp.float32),
             "normed_pos0": captured["normed_input"][i][:, 0].astype(jnp.float32)}
 
@@ -104,6 +108,15 @@ def spike_channel_pass(model: LoadedModel, position: int, channel: int, spike_ch
         for i, k in captured.get("k", {}).items():
             out["keys0"][i] = k[:, 0]
         return out
+    return run
+
+
+def residual_channels(model: LoadedModel, block: int, channels):
+    """jitted (params, tokens) -> the residual after `block` at `channels` [B, T, C] (float32)."""
+    @jax.jit
+    def run(params, tokens):
+        _, inter = apply(model.graphdef, params, tokens, ("residual",))
+        return collect(inter, model.spec.n_blocks)["residual"][block][:, :, channels].astype(jnp.float32)
     return run
 
 

@@ -8,6 +8,9 @@ import dataclasses
 
 import numpy as np
 
+from jaxsink.data import DataError
+from jaxsink.probe.result import ProbeSample
+
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
@@ -18,9 +21,9 @@ class Sample:
     chunks: list[int]
     available: int
 
-    def record(self) -> dict:
-        return {"method": self.method, "seed": self.seed, "windows": int(len(self.tokens)),
-                "available_chunks": self.available, "chunk_indices": self.chunks}
+    def record(self) -> ProbeSample:
+        return ProbeSample(method=self.method, seed=self.seed, windows=int(len(self.tokens)),
+                           available_chunks=self.available, chunk_indices=self.chunks)
 
 
 def sample_windows(ids, seq_len: int, num: int, bos: bool, bos_id: int | None, *, seed: int = 0,
@@ -28,7 +31,6 @@ def sample_windows(ids, seq_len: int, num: int, bos: bool, bos_id: int | None, *
     """`num` windows of `seq_len` tokens from the token ids of the split; with BOS each holds seq_len - 1 text
     tokens after BOS. method "random": distinct chunks drawn with numpy's default_rng(seed) over all
     len(ids) // body chunks; "consecutive": the first `num` chunks (the old behaviour)."""
-    from jaxsink.data import DataError
     ids = np.asarray(ids, np.int32)
     body = seq_len - 1 if bos else seq_len
     available = len(ids) // body

@@ -7,22 +7,21 @@ One namespace for the topic modules, so callers write `from jaxsink import stats
 The same functions serve training-time logging (inside the jitted step: results stay traced), probes of
 trained checkpoints and of imported models (called from the host: results come back as NumPy).
 """
-from jaxsink.stats.activations import (SpikeCriterion, block_indices, block_magnitudes, jump_masks,
-                                       life_cycle_blocks, life_cycle_masks, magnitude_stats, mask_indices,
-                                       massive_mask, mean_pairwise_cosine, multi_hotness, off_diagonal_mean,
-                                       pairwise_cosines, rms_normalize, spike_masks, spike_top1)
-from jaxsink.stats.attention import (distance_by_sink, effective_rank, gu_importance, head_stats,
-                                     head_stats_blockwise, importance, proxy_probs, sink_flags, sink_ratio,
-                                     sink_view)
+from jaxsink.stats.activations import (SpikeCriterion, block_indices, life_cycle_blocks, life_cycle_masks,
+                                       magnitude_stats, mask_indices, massive_mask, mean_pairwise_cosine,
+                                       multi_hotness, off_diagonal_mean, pairwise_cosines, spike_masks,
+                                       spike_top1)
+from jaxsink.stats.attention import (distance_by_sink, effective_rank, head_stats, head_stats_blockwise,
+                                     proxy_probs, sink_flags, sink_ratio, sink_view)
 from jaxsink.stats.mechanism import (eigvec_alignment, fold_norm_scale, silu_identity, symmetric_part,
                                      top_eigen, u_matrix, uk_frobenius, w_vo)
 
 __all__ = [
-    "SpikeCriterion", "block_indices", "block_magnitudes", "jump_masks", "life_cycle_blocks",
-    "life_cycle_masks", "magnitude_stats", "mask_indices", "massive_mask", "mean_pairwise_cosine",
-    "multi_hotness", "off_diagonal_mean", "pairwise_cosines", "rms_normalize", "spike_masks", "spike_top1",
-    "distance_by_sink", "effective_rank", "gu_importance", "head_stats", "head_stats_blockwise", "importance",
-    "proxy_probs", "sink_flags", "sink_ratio", "sink_view",
+    "SpikeCriterion", "block_indices", "life_cycle_blocks", "life_cycle_masks", "magnitude_stats",
+    "mask_indices", "massive_mask", "mean_pairwise_cosine", "multi_hotness", "off_diagonal_mean",
+    "pairwise_cosines", "spike_masks", "spike_top1",
+    "distance_by_sink", "effective_rank", "head_stats", "head_stats_blockwise", "proxy_probs", "sink_flags",
+    "sink_ratio", "sink_view",
     "eigvec_alignment", "fold_norm_scale", "silu_identity", "symmetric_part", "top_eigen", "u_matrix",
     "uk_frobenius", "w_vo",
 ]

@@ -100,26 +100,6 @@ def magnitude_stats(h) -> dict:
 
 
 @probe_jit
-def block_magnitudes(h) -> dict:
-    """The life-cycle table (Fig. 1) of stacked hidden states h [n_blocks, B, T, D].
-
-    Choice (the paper is silent): top-3, median and top-1/median are computed per sequence and then
-    averaged over the B sequences, as Sun et al.'s code averages its per-sample statistics; the
-    (position, channel) is that of the single largest |h| among all sequences of the block.
-    Returns top3 [n_blocks, 3]; median, top1_over_median, argmax_position, argmax_channel [n_blocks].
-    """
-    s = magnitude_stats(h)
-    best = jnp.argmax(s["top3"][..., 0], axis=-1)[:, None]
-
-    def pick(x):
-        return jnp.take_along_axis(x, best, axis=-1)[:, 0]
-
-    return {"top3": jnp.mean(s["top3"], axis=1), "median": jnp.mean(s["median"], axis=1),
-            "top1_over_median": jnp.mean(s["top1_over_median"], axis=1),
-            "argmax_position": pick(s["argmax_position"]), "argmax_channel": pick(s["argmax_channel"])}
-
-
-@probe_jit
 def spike_top1(residual_top1):
     """The tables' "Spike" (undefined in the paper, notes §2.11): per sequence the top-1 |h| over all
     blocks of the residual stream (blocks 1..2L; the embedding is excluded), then the mean over sequences.
@@ -219,30 +199,7 @@ def life_cycle_blocks(residual, outputs, initial=None, frac: float = 0.25) -> tu
     return block_indices(up), block_indices(down)
 
 
-@probe_jit
-def jump_masks(top1, initial=None, factor: float = 10.0):
-    """Step-up / step-down blocks from per-block top-1 |h| alone (e.g. training-time logs, no signs).
-
-    top1 [n_blocks] is the residual top-1 after each block; `initial` the embedding's (default top1[0],
-    so block 1 cannot be a step). Rule (ours): step-up where top1 rises by >= factor over the previous
-    block, step-down where it falls by >= factor. A spike cancelled gradually over several blocks is
-    missed here; `life_cycle_masks` catches it. Returns two bool masks [n_blocks].
-    """
-    t = jnp.asarray(top1, jnp.float32)
-    prev = jnp.concatenate([jnp.reshape(t[0] if initial is None else jnp.asarray(initial, jnp.float32), (1,)),
-                            t[:-1]])
-    return t >= factor * prev, prev >= factor * t
-
-
 # ------------------------------------------------------------------ normalised spike tokens (§3.2.1)
-
-@probe_jit
-def rms_normalize(h):
-    """The paper's RMSNorm without learned scale (Eq. 5): sqrt(D) h / ||h|| over the last axis. Every
-    entry is bounded by sqrt(D) (Eq. 23); a zero vector stays zero."""
-    h = jnp.asarray(h).astype(jnp.float32)
-    return h * jnp.sqrt(jnp.float32(h.shape[-1])) / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-30)
-
 
 @probe_jit
 def pairwise_cosines(v):

@@ -42,21 +42,7 @@ def sink_view(probs, attention: str):
     return proxy_probs(probs) if attention in UNNORMALISED else probs
 
 
-# ------------------------------------------------------------------ importance scores
-
-@probe_jit
-def importance(probs):
-    """The paper's alpha_k = (1/T) sum_t A[t, k] (Eq. 27, following Gu et al.), [..., H, T]."""
-    return jnp.mean(jnp.asarray(probs).astype(jnp.float32), axis=-2)
-
-
-@probe_jit
-def gu_importance(probs):
-    """Gu et al.'s alpha_k = sum_{t>=k} A[t, k] / (T - k + 1) (1-based): the mean over the queries that
-    can see key k. Equal to the paper's alpha_1 for the first key; later keys are not discounted. [..., H, T]."""
-    p = jnp.asarray(probs).astype(jnp.float32)
-    t = p.shape[-1]
-    return jnp.sum(p, axis=-2) / jnp.arange(t, 0, -1, dtype=jnp.float32)
+# ------------------------------------------------------------------ sink heads (importance scores alpha_k: head_stats)
 
 
 @probe_jit

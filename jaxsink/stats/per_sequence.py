@@ -19,6 +19,7 @@ def per_sequence(p1: dict, n_blocks: int, peak_block: int, eps: float) -> dict:
     heads = [p1["heads"][i] for i in sorted(p1["heads"])]
     if heads:
         out["sink_ratio"] = np.concatenate([h["is_sink"] for h in heads], 1).mean(1)
-        out["sink1_gu"] = (np.concatenate([h["gu_alpha1"] for h in heads], 1) > eps).mean(1)
-        out["first_token_mass_mean"] = np.concatenate([h["first_token_mass"] for h in heads], 1).mean(1)
+        mass = np.concatenate([h["first_token_mass"] for h in heads], 1)        # Gu's alpha_1 = alpha_1
+        out["sink1_gu"] = (mass > eps).mean(1)
+        out["first_token_mass_mean"] = mass.mean(1)
     return {k: np.asarray(v, np.float64).tolist() for k, v in out.items()}

@@ -1,7 +1,7 @@
 """Where the sink ratio means anything: Eq. 28 flags a head when some key k < T/2 gets mean attention
 alpha_k > eps. Uniform causal attention (A[t, k] = 1 / (t + 1)) already gives alpha_0 = H_T / T (H_T the T-th
 harmonic number), so at T where H_T / T > eps every near-uniform head is a "sink": at eps 0.3 that is
-T <= 8 (H_8 / 8 = 0.34). Table 8's 1/256 row at tiny scale trains at seq_len 8 (review P1.6)."""
+T <= 9 (H_9 / 9 = 0.31, H_10 / 10 = 0.29). Table 8's 1/256 row at tiny scale trains at seq_len 8 (review P1.6)."""
 from __future__ import annotations
 
 

@@ -49,15 +49,15 @@ def participation_rank(x) -> dict | None:
             "vectors": int(len(x))}
 
 
-def life_cycles(residual, outputs, initial=None, frac: float = 0.25) -> list[dict]:
+def life_cycles(residual, outputs, initial=None, frac: float = 0.25, noise: float = 0.01) -> list[dict]:
     """Every rise-fall cycle of the spike channels, residual/outputs [n_blocks] or [n_blocks, C] (block i+1
-    at row i; `initial` the embedding's value, default 0). A block is a step-up when its output pushes the
-    channels towards the running maximum of the cycle by at least `frac` of it (and of the largest cycle
-    peak seen so far, so noise between cycles is no cycle); a block is a step-down when it undoes at least
-    `frac` of the residual it receives while a spike is there (||r_{i-1}|| >= frac x the cycle's peak). A
-    cycle opens at its first step-up and closes when the residual falls below `frac` x its peak.
-    The first version took only the global peak, so an earlier cycle undone before it (SmolLM2 block 6,
-    undone by blocks 18-22 before block 24) was missed (review P2.7). Returns [{"step_up": [...],
+    at row i; `initial` the embedding's value, default 0). A block is a step-up when the residual grows
+    through it, reaches at least `noise` x the global peak (smaller rises are noise), and its output
+    supplies at least `frac` of the new residual (its projection on it); a block is a step-down when it
+    undoes at least `frac` of the residual it receives while a spike is there (||r_{i-1}|| >= frac x the
+    cycle's peak). A cycle opens at its first step-up and closes when the residual falls below `frac` x
+    its peak. The first version took only the global peak, so an earlier cycle undone before it (SmolLM2
+    block 6, undone by blocks 18-22 before block 24) was missed (review P2.7). Returns [{"step_up": [...],
     "step_down": [...], "peak_block": int, "peak": float}] with 1-based blocks."""
     r = np.asarray(residual, np.float64)
     o = np.asarray(outputs, np.float64)
@@ -65,13 +65,13 @@ def life_cycles(residual, outputs, initial=None, frac: float = 0.25) -> list[dic
         r, o = r[:, None], o[:, None]
     before = np.concatenate([np.zeros_like(r[:1]) if initial is None else np.reshape(initial, (1, -1)), r[:-1]])
     norms = np.linalg.norm(r, axis=-1)
-    floor = frac * norms.max() if norms.max() > 0 else np.inf
+    floor = noise * norms.max() if norms.max() > 0 else np.inf
     cycles, cur = [], None
     for i in range(len(r)):
         nb = np.linalg.norm(before[i])
         if cur is not None and nb >= frac * cur["peak"] and o[i] @ before[i] / max(nb, 1e-300) <= -frac * nb:
             cur["step_down"].append(i + 1)
-        rises = norms[i] > nb and (o[i] @ r[i]) / max(norms[i], 1e-300) >= frac * max(norms[i], floor)
+        rises = norms[i] > nb and norms[i] >= floor and (o[i] @ r[i]) / max(norms[i], 1e-300) >= frac * norms[i]
         if rises and (cur is None or cur["closed"]):
             cur = {"step_up": [], "step_down": [], "peak_block": i + 1, "peak": 0.0, "closed": False}
             cycles.append(cur)

@@ -34,19 +34,12 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from jaxsink.workdir import CheckpointError, CheckpointMismatch  # noqa: F401  (defined with the workdir's errors)
+
 log = logging.getLogger("jaxsink")
 
 
 TRASH = "deleted"   # under DIRECTORY: steps dropped by the keep-N policy, removed in the background
-
-
-class CheckpointError(RuntimeError):
-    """No checkpoint could be read; one-line message."""
-
-
-class CheckpointMismatch(CheckpointError):
-    """A readable checkpoint that belongs to another run (e.g. another tokenizer); one-line message. Never
-    a reason to fall back to an earlier step or to set the checkpoint aside."""
 
 
 class CheckpointStore:
@@ -100,12 +93,6 @@ class CheckpointStore:
                 extra=ocp.args.JsonRestore()))
             return r["state"], r["config"], r["extra"]
         return self._first_readable(read, step)
-
-    def read_config(self, step: int | None = None) -> dict:
-        """The stored config of `step` (default: the latest readable), without building any arrays."""
-        return self._first_readable(
-            lambda s: self._manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"],
-            step)
 
     def read_extra(self, step: int) -> dict:
         """The `extra` item of `step` (JSON), without reading any arrays."""

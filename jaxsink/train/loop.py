@@ -10,6 +10,7 @@ import contextlib
 import logging
 import pathlib
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -19,10 +20,10 @@ from jaxsink.model.partitioning import partitioned
 from jaxsink.train import metrics as metrics_lib
 from jaxsink.train import preemption
 from jaxsink.train.checkpoint import CheckpointError
-from jaxsink.train.run import Run, check_workdir_config, evaluate, write_config
 from jaxsink.train.optim import schedule
+from jaxsink.train.setup import Run, evaluate
 from jaxsink.train.step import make_train_step
-from jaxsink.train.workdir_lock import workdir_lock
+from jaxsink.workdir import check_workdir_config, workdir_lock, write_config
 
 log = logging.getLogger("jaxsink")
 
@@ -67,7 +68,8 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
         for step in range(start, t.steps):
             with_stats = stats is not None and run.cfg.stats.every and step % run.cfg.stats.every == 0
             with jax.set_mesh(run.mesh):
-                state, m = steps[bool(with_stats)](state, run.train_batch(step))
+                step_fn = steps.with_stats if with_stats else steps.plain
+                state, m = step_fn(state, run.train_batch(step))
             tokens_since += run.tokens_per_step
             _check_finite(m, step, t.nan_policy)   # every step: a NaN must stop the run at its step
             if step % t.log_every == 0 or with_stats or step == t.steps - 1:
@@ -85,12 +87,13 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
             if saved:
                 _save(store, step + 1, state, run)
             if step + 1 < t.steps and preempt.reached(step + 1):   # every process saves this step, then stops
-                _save(store, None if saved else step + 1, state, run, force=True)
-                _save(store, None, None, run)
+                if not saved:
+                    _save(store, step + 1, state, run, force=True)
+                _wait_for_saves(store)
                 raise preemption.Preempted(preemption.message(step + 1, store.directory))
         if int(state["step"]) not in store.all_steps():
             _save(store, int(state["step"]), state, run, force=True)
-        _save(store, None, None, run)
+        _wait_for_saves(store)
         final = evaluate(run, state["params"], t.eval_sequences or None)
         # a finished run re-run (killed after logging its final evaluation) must not log it twice
         if start < t.steps or not _logged_eval(run.workdir / "metrics.jsonl", int(state["step"]) - 1):
@@ -110,21 +113,32 @@ def _logged_eval(path, step: int) -> bool:
     return any(r["step"] == step and any(k.startswith("eval/") for k in r) for r in metrics_lib.read_metrics(path))
 
 
-def _save(store, step, state, run: Run, force: bool = False) -> None:
-    """Save (step None: wait for pending saves); a failed write (disk full, permissions) becomes one
-    CheckpointError line; Orbax's temporary folders keep earlier checkpoints intact."""
+def _save(store, step: int, state, run: Run, force: bool = False) -> None:
+    """Save the checkpoint of `step`; a failed write (disk full, permissions) becomes one CheckpointError
+    line; Orbax's temporary folders keep earlier checkpoints intact."""
+    _checkpoint_io(lambda: store.save(step, state, config=to_dict(run.cfg), force=force), f" of step {step}")
+
+
+def _wait_for_saves(store) -> None:
+    """Wait until every pending (asynchronous) save is on disk; a failed write is one CheckpointError line."""
+    _checkpoint_io(store.wait, "")
+
+
+def _checkpoint_io(write, what: str) -> None:
     try:
-        if step is not None:
-            store.save(step, state, config=_config_dict(run), force=force)
-        else:
-            store.wait()
+        write()
     except Exception as e:  # noqa: BLE001 -- Orbax/tensorstore raise many types for I/O failures
         message = " ".join(str(e).split())[:200]
-        raise CheckpointError(f"writing the checkpoint{'' if step is None else f' of step {step}'} failed "
-                              f"({type(e).__name__}: {message}); earlier checkpoints are intact") from None
+        raise CheckpointError(f"writing the checkpoint{what} failed ({type(e).__name__}: {message}); "
+                              "earlier checkpoints are intact") from None
 
 
-def _compile_steps(run: Run, stats):
+class TrainSteps(NamedTuple):
+    plain: Callable                 # the training step
+    with_stats: Callable | None     # the same step that also returns training-time statistics
+
+
+def _compile_steps(run: Run, stats) -> TrainSteps:
     """Two jitted variants: the plain step and (if requested) the step that also returns statistics."""
     state_sh = run.state_shardings()
     rep = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
@@ -135,12 +149,12 @@ def _compile_steps(run: Run, stats):
                        donate_argnums=0)
     plain = jit(make_train_step(run.graphdef, run.optimizer, run.cfg.train))
     if stats is None:
-        return {False: plain}
+        return TrainSteps(plain, None)
     capture, stats_fn = stats
     s = run.cfg.stats
-    return {False: plain, True: jit(make_train_step(run.graphdef, run.optimizer, run.cfg.train, capture=capture,
-                                                    stats_fn=stats_fn, stats_rows=s.sequences,
-                                                    stats_positions=s.sink_seq_len))}
+    return TrainSteps(plain, jit(make_train_step(run.graphdef, run.optimizer, run.cfg.train, capture=capture,
+                                                 stats_fn=stats_fn, stats_rows=s.sequences,
+                                                 stats_positions=s.sink_seq_len)))
 
 
 def _check_finite(m, step, policy) -> None:
@@ -162,7 +176,3 @@ def _host(m: dict) -> dict:
 
 def _prefixed(evaluation: dict) -> dict:
     return {f"eval/{k}": v for k, v in evaluation.items()}
-
-
-def _config_dict(run: Run) -> dict:
-    return to_dict(run.cfg)

@@ -14,6 +14,8 @@ import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
+from jaxsink.jsonio import as_string, json_ready
+
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -34,7 +36,7 @@ class MetricsWriter:
         if self._file is None:
             return
         values = {name: _host_value(name, v) for name, v in scalars.items()}
-        row = {"step": int(step), **{name: _json_safe(v) for name, v in values.items()}}
+        row = {"step": int(step), **{name: json_ready(v, as_string) for name, v in values.items()}}
         self._file.write(json.dumps(row, allow_nan=False) + "\n")
         self._file.flush()
         if self._tb is not None:
@@ -102,14 +104,6 @@ def _host_value(name: str, value):
     if not numeric or a.ndim > 1:
         raise TypeError(f"metric {name!r}: expected a number or a 1-D numeric array, got {a.dtype}{list(a.shape)}")
     return a.tolist()
-
-
-def _json_safe(value):
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def _decode(row: dict) -> dict:

@@ -8,7 +8,7 @@ Keys: `spike` (top-1 |h| over blocks, mean over sequences), `spike/top1` and `sp
 largest |h| sits at position 0), `sink_ratio` (paper Eq. 28) and `first_token_mass` per attention block.
 Sink statistics use the first `stats.sink_seq_len` positions of each training sequence: with causal
 attention those rows are exactly the attention of a sequence of that length (the paper's T = 64). Where
-uniform attention already passes eps at that T (T <= 8 at eps 0.3) no sink statistics are logged
+uniform attention already passes eps at that T (T <= 9 at eps 0.3) no sink statistics are logged
 (`jaxsink.stats.sink_validity`). Sigmoid attention is read through Gu et al.'s proxy scores
 (`stats.sink_view`), as in the probe.
 """
