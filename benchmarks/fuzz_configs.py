@@ -127,8 +127,8 @@ def one(overrides: dict, paths: dict, workdir) -> tuple[str, str]:
     """('trained', loss) or ('refused', message); any other outcome raises."""
     import jax
     from jaxsink.cli import _user_errors
-    from jaxsink.train.loop import _compile_steps
-    from jaxsink.train.run import Run
+    from jaxsink.train.loop import compile_steps
+    from jaxsink.train.setup import Run
     from jaxsink.train.stats import training_stats
     try:
         cfg = config_of(overrides, paths)
@@ -136,7 +136,7 @@ def one(overrides: dict, paths: dict, workdir) -> tuple[str, str]:
     except _user_errors() as e:
         return "refused", str(e)
     stats = training_stats(cfg) if cfg.stats.every else None
-    steps = _compile_steps(run, stats)
+    steps = compile_steps(run, stats)
     state = run.init_state()
     with jax.set_mesh(run.mesh):
         _, m = steps[stats is not None](state, run.train_batch(0))

@@ -20,19 +20,22 @@ lower layer (checked by `tests/test_layering.py`, function-local imports include
 
 # lowest first; the packages of one layer do not import each other
 LAYERS = (
-    ("jaxsink.jsonio",),                                    # JSON-ready values (NaN, numpy, int keys)
+    ("jaxsink.jsonio", "jaxsink.supervise"),                # JSON-ready values; the multi-process supervisor
     ("jaxsink.model.spec",),                                # the one model schema and its validation
     ("jaxsink.config",),                                    # the run config: schema, overrides, validation
-    ("jaxsink.configs", "jaxsink.model.interventions"),     # shipped configs; probe edits of the forward pass
+    ("jaxsink.configs", "jaxsink.model.interventions",      # shipped configs; probe edits of the forward pass;
+     "jaxsink.topology"),                                   # TPU/CPU topologies and chip figures
     ("jaxsink.data", "jaxsink.model", "jaxsink.stats"),     # text and tokens; the Transformer; statistics
     ("jaxsink.sharding", "jaxsink.workdir"),                # mesh and shardings; workdir bookkeeping
     ("jaxsink.train", "jaxsink.importers"),                 # training; pretrained checkpoints -> LoadedModel
     ("jaxsink.probe",),                                     # the probe of a LoadedModel -> ProbeResult
+    ("jaxsink.aot", "jaxsink.impact"),                      # compile for a topology; deployment costs
     ("jaxsink.experiments",),                               # the paper's tables: variants, PaperRow, Claim
     ("jaxsink.claims",),                                    # claims judged on results
-    ("jaxsink.report", "jaxsink.restate", "jaxsink.calibrate"),   # results.json, report.md, reproduction
-                                                            # record; an old record restated; seed spread
+    ("jaxsink.report", "jaxsink.restate", "jaxsink.calibrate",   # results.json, report.md, reproduction
+     "jaxsink.bb_dynamics"),                                # record; restated record; seed spread; BB plots
     ("jaxsink.sweep",),                                     # train and probe every variant of a table
+    ("jaxsink.bb_seeds",),                                  # the Bigram-Backcopy testbed's seeded claims, demo
     ("jaxsink.cli",),                                       # the command line
     ("jaxsink",),                                           # this file: the public API
 )

@@ -17,11 +17,18 @@ import jax
 import jax.numpy as jnp
 
 from jaxsink import config as config_lib
-from jaxsink import sharding
+from jaxsink import sharding, stats
 from jaxsink import topology as topo_lib
 from jaxsink.model import ModelSpec, abstract_model, map_variables
+from jaxsink.model.loaded import LoadedModel
 from jaxsink.model.partitioning import partitioned
+from jaxsink.probe import passes
+from jaxsink.probe.pipeline import ProbeOptions
 from jaxsink.train.optim import make_optimizer
+from jaxsink.train.step import make_eval_step
+from jaxsink.train.stats import training_stats
+from jaxsink.train.setup import Run
+from jaxsink.train.loop import compile_steps
 
 GiB = topo_lib.GiB
 BYTE_VOCAB = 257
@@ -54,7 +61,6 @@ class ProgramReport:
 
 def abstract_run(cfg, devices):
     """A `Run` without data or tokenizer: spec (vocabulary from the config), mesh, shardings, optimizer."""
-    from jaxsink.train.setup import Run
     config_lib.validate(cfg, len(devices))
     vocab = cfg.model.vocab_size or (BYTE_VOCAB if cfg.data.tokenizer == "byte" else cfg.data.bpe_vocab_size)
     spec = ModelSpec.from_config(cfg.model, vocab)
@@ -113,11 +119,6 @@ def _oom_summary(message: str) -> str:
 
 # ---------------------------------------------------------------- the programs
 
-def _train_jit(run, stats):
-    from jaxsink.train.loop import _compile_steps
-    return _compile_steps(run, stats)
-
-
 def program_args(run):
     """Abstract arguments: the train state, a [grad_accum, micro, T] batch, an eval batch and probe tokens."""
     t = run.cfg.train
@@ -135,15 +136,13 @@ def program_args(run):
 
 def probe_program(run):
     """The probe's first (capturing) pass at its default options, and its abstract tokens."""
-    from jaxsink.probe.activations import SpikeCriterion
-    from jaxsink.probe.runner import Probed, ProbeOptions, _pass1
     opts = ProbeOptions()
-    model = Probed(run.graphdef, None, run.spec, None, True, "aot")
+    model = LoadedModel(run.graphdef, None, run.spec, None, True, "aot")
     data = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
     row = sharding.batch_sharding(run.mesh, run.rules) if opts.batch_size % data == 0 else \
         sharding.replicated(run.mesh)
-    return _pass1(model, opts, SpikeCriterion()), jax.ShapeDtypeStruct((opts.batch_size, opts.seq_len), jnp.int32,
-                                                                       sharding=row)
+    tokens = jax.ShapeDtypeStruct((opts.batch_size, opts.seq_len), jnp.int32, sharding=row)
+    return passes.block_pass(model, opts.seq_len, opts.sink_eps, stats.SpikeCriterion()), tokens
 
 
 PROGRAMS = ("train", "stats", "eval", "probe")
@@ -151,18 +150,16 @@ PROGRAMS = ("train", "stats", "eval", "probe")
 
 def compile_all(cfg, devices, programs=PROGRAMS) -> tuple[object, list[ProgramReport]]:
     """Compile the chosen programs of `cfg` for `devices` (train first); returns (abstract run, reports)."""
-    from jaxsink.train.stats import training_stats
-    from jaxsink.train.step import make_eval_step
     unknown = sorted(set(programs) - set(PROGRAMS))
     if unknown or "train" not in programs:
         raise config_lib.ConfigError(f"--programs: choose from {list(PROGRAMS)}, train included; got {list(programs)}")
     run = abstract_run(cfg, devices)
     args = program_args(run)             # built outside jax.set_mesh: eager code there would need the TPU
-    steps = _train_jit(run, training_stats(cfg) if "stats" in programs else None)
+    steps = compile_steps(run, training_stats(cfg) if "stats" in programs else None)
     state_batch = (args["state"], args["batch"])
-    reports = [compile_program("train_step", steps[False], state_batch, run.mesh)]
+    reports = [compile_program("train_step", steps.plain, state_batch, run.mesh)]
     if "stats" in programs:
-        reports.append(compile_program("train_step+stats", steps[True], state_batch, run.mesh))
+        reports.append(compile_program("train_step+stats", steps.with_stats, state_batch, run.mesh))
     if "eval" in programs:
         reports.append(compile_program("eval_step", jax.jit(partitioned(make_eval_step(run.graphdef), run.rules,
                                                                         _platform(run))),

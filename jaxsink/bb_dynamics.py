@@ -15,6 +15,8 @@ import json
 import pathlib
 import sys
 
+from jaxsink.train.metrics import read_metrics
+
 THRESHOLD = 0.5
 PUBLISHED = pathlib.Path(__file__).resolve().parent.parent / "docs" / "reproduction" / "guo2024_dynamics.json"
 
@@ -22,7 +24,6 @@ PUBLISHED = pathlib.Path(__file__).resolve().parent.parent / "docs" / "reproduct
 def read_dynamics(workdir) -> dict:
     """{"steps", "bos_attention", "bos_value_norm", "bos_residual_norm", "tokens_per_step"} of a workdir:
     layer 1's values (the residual after its FFN block, Guo et al.'s layer output)."""
-    from jaxsink.train.metrics import read_metrics
     workdir = pathlib.Path(workdir)
     cfg = json.loads((workdir / "config.json").read_text())
     rows = [r for r in read_metrics(workdir / "metrics.jsonl") if "bos/attention" in r]

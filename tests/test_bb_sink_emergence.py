@@ -10,7 +10,7 @@ import pytest
 
 from jaxsink.bb_seeds import bos_metrics
 from jaxsink.config import load_config
-from jaxsink.train.run import Run
+from jaxsink.train.setup import Run
 from jaxsink.train.step import make_train_step
 
 STEPS = 400

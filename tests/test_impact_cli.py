@@ -8,13 +8,13 @@ from jaxsink.cli import main
 from jaxsink.data.tokenizer import ByteTokenizer
 from jaxsink.impact import runner
 from jaxsink.model import ModelSpec, build, split
-from jaxsink.probe.runner import Probed
+from jaxsink.model.loaded import LoadedModel
 
 
 def test_impact_writes_schema_and_plots(tmp_path):
     spec = ModelSpec(vocab_size=264, n_layers=2, d_model=32, n_heads=2, d_head=16, d_ff=64, max_seq_len=64)
     graphdef, params = split(build(spec, seed=0))
-    model = Probed(graphdef, params, spec, ByteTokenizer(), True, "random")
+    model = LoadedModel(graphdef, params, spec, ByteTokenizer(), True, "random")
     text = "".join(chr(97 + i % 26) for i in np.random.default_rng(0).integers(0, 26, 4000))
     opts = runner.ImpactOptions(seq_len=16, num_sequences=4, batch_size=2, calib_sequences=2,
                                 entries=("W8A8/tensor/static", "A4/token"),

@@ -40,19 +40,19 @@ def test_notice_in_process_stops_at_the_next_step_boundary(tmp_path):
     corpus = tmp_path / "text.txt"
     corpus.write_text(preemption_points.kill_points.TEXT)
     cfg = load_config("tiny", preemption_points.kill_points.overrides(str(corpus), 4))
-    compile_steps = loop._compile_steps
+    compile_steps = loop.compile_steps
 
     def compile_then_signal(*a, **k):
         steps = compile_steps(*a, **k)
         os.kill(os.getpid(), signal.SIGTERM)   # a notice that arrives during start-up
         return steps
     before = signal.getsignal(signal.SIGTERM)
-    loop._compile_steps = compile_then_signal
+    loop.compile_steps = compile_then_signal
     try:
         with pytest.raises(preemption.Preempted, match=r"^preempted: saved the checkpoint of step 1 in ") as e:
             loop.train(cfg, tmp_path / "run", devices=jax.devices()[:1], progress=False)
     finally:
-        loop._compile_steps = compile_steps
+        loop.compile_steps = compile_steps
     assert "\n" not in str(e.value)
     assert signal.getsignal(signal.SIGTERM) is before
     assert loop.train(cfg, tmp_path / "run", devices=jax.devices()[:1], progress=False)["start_step"] == 1

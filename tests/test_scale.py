@@ -123,13 +123,14 @@ def test_statistics_step_update_is_bit_for_bit_the_plain_step(extra):
 def test_training_statistics_equal_the_probes_on_the_same_tokens():
     """The statistics pass on the first 3 sequences x 16 positions = the probe's capturing forward on exactly
     those tokens (per-block top-1 |h|, median, first-token mass and sink flags of every head)."""
-    from jaxsink.probe.activations import SpikeCriterion
-    from jaxsink.probe.runner import Probed, ProbeOptions, _pass1
+    from jaxsink.model.loaded import LoadedModel
+    from jaxsink.probe import passes
+    from jaxsink.stats import SpikeCriterion
     from jaxsink.train.stats import training_stats
     from jaxsink.train.step import make_train_step
     cfg, spec, graphdef, params, opt, batch = _tiny_step_setup()
-    model, tokens = Probed(graphdef, params, spec, None, True, "test"), batch["inputs"][0, :3, :16]
-    p1 = _pass1(model, ProbeOptions(seq_len=16, batch_size=3), SpikeCriterion())(params, tokens)
+    model, tokens = LoadedModel(graphdef, params, spec, None, True, "test"), batch["inputs"][0, :3, :16]
+    p1 = passes.block_pass(model, 16, 0.3, SpikeCriterion())(params, tokens)
     heads = [p1["heads"][i] for i in (1, 3)]
     peaks = np.concatenate([np.asarray(h["max_alpha_first_half"]).reshape(-1) for h in heads])
     cfg.stats.sink_eps = float(np.median(peaks))         # about half the heads flagged: the flags are tested

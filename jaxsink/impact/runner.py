@@ -15,10 +15,14 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
+from jaxsink.data import DataError
 from jaxsink.impact import kvcache, outliers, plots, prune, qmodel
 from jaxsink.impact.quant import BITS, QuantSpec
 from jaxsink.impact.result import EvictionRow, ImpactResult, LayerRow, PruneRow, QuantRow
+from jaxsink.model import apply
+from jaxsink.probe.pipeline import sequences
 
 PARTS = ("quant", "layers", "kv", "prune", "super")
 KEEP = "sinks+spikes"
@@ -76,8 +80,6 @@ class ImpactOptions:
 
 def _split(model, text, opts):
     """(calibration batches, evaluation batches, decoding sequences), disjoint calibration/evaluation."""
-    from jaxsink.data import DataError
-    from jaxsink.probe.runner import sequences
     bos = model.bos if opts.bos is None else opts.bos
     seqs = sequences(model.tokenizer, text, opts.seq_len, opts.num_sequences + opts.calib_sequences, bos)
     n_eval = (len(seqs) - opts.calib_sequences) // opts.batch_size * opts.batch_size
@@ -202,9 +204,7 @@ def _steps(opts, entries) -> int:
 
 
 def impact(model, text: str, out_dir, opts: ImpactOptions = ImpactOptions()) -> ImpactResult:
-    """Run the grid on `model` (a probe.runner.Probed) over `text`; write OUT/impact.json and the plots."""
-    from jaxsink.model import apply
-    from tqdm.auto import tqdm
+    """Run the grid on `model` (a LoadedModel) over `text`; write OUT/impact.json and the plots."""
     opts.check()
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

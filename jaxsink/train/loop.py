@@ -59,7 +59,7 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
     writer = metrics_lib.MetricsWriter(run.workdir, is_primary=jax.process_index() == 0)
     if jax.process_index() == 0:
         metrics_lib.truncate_after(run.workdir / "metrics.jsonl", start - 1)
-    steps = _compile_steps(run, stats)
+    steps = compile_steps(run, stats)
     preempt = preemption.PreemptionWatch(store)
     bar = metrics_lib.Progress(t.steps, initial_step=start, enabled=progress)
     summary = {"start_step": start, "params": run.n_params, "step": start - 1}   # a finished run resumes to here
@@ -138,7 +138,7 @@ class TrainSteps(NamedTuple):
     with_stats: Callable | None     # the same step that also returns training-time statistics
 
 
-def _compile_steps(run: Run, stats) -> TrainSteps:
+def compile_steps(run: Run, stats) -> TrainSteps:
     """Two jitted variants: the plain step and (if requested) the step that also returns statistics."""
     state_sh = run.state_shardings()
     rep = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
