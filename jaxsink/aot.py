@@ -19,12 +19,11 @@ import jax.numpy as jnp
 from jaxsink import config as config_lib
 from jaxsink import sharding, stats
 from jaxsink import topology as topo_lib
-from jaxsink.model import ModelSpec, abstract_model, map_variables
+from jaxsink.model import ModelSpec
 from jaxsink.model.loaded import LoadedModel
 from jaxsink.model.partitioning import partitioned
 from jaxsink.probe import passes
 from jaxsink.probe.pipeline import ProbeOptions
-from jaxsink.train.optim import make_optimizer
 from jaxsink.train.step import make_eval_step
 from jaxsink.train.stats import training_stats
 from jaxsink.train.setup import Run
@@ -63,14 +62,7 @@ def abstract_run(cfg, devices):
     """A `Run` without data or tokenizer: spec (vocabulary from the config), mesh, shardings, optimizer."""
     config_lib.validate(cfg, len(devices))
     vocab = cfg.model.vocab_size or (BYTE_VOCAB if cfg.data.tokenizer == "byte" else cfg.data.bpe_vocab_size)
-    spec = ModelSpec.from_config(cfg.model, vocab)
-    mesh = sharding.make_mesh(cfg.mesh, devices)
-    rules = sharding.rules_from_config(cfg.mesh)
-    graphdef, abstract_state = abstract_model(spec)
-    shardings = sharding.param_shardings(abstract_state, rules, mesh)
-    abstract = map_variables(abstract_state, lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype))
-    return Run(cfg, None, None, None, spec, mesh, rules, graphdef, shardings, abstract,
-               make_optimizer(cfg.train, abstract))
+    return Run.from_spec(cfg, ModelSpec.from_config(cfg.model, vocab), devices)
 
 
 def compile_program(name: str, jitted, args, mesh) -> ProgramReport:

@@ -47,8 +47,9 @@ DEFAULT_BANDS = {"spike": math.log(1.25), "spike_top1_over_median": math.log(1.2
                  "perplexity": math.log(1.05), "sink_ratio": 0.05}
 # seed-to-seed sd of one run on the effect's scale (log for ratios, fraction for the sink ratio), measured on
 # CALIBRATION; None until measured (then the default band applies)
-SEED_SD = {"spike": None, "spike_top1_over_median": None, "perplexity": None, "sink_ratio": None}
-CALIBRATION = "not yet measured"
+SEED_SD = {"spike": 0.284, "spike_top1_over_median": 0.249, "perplexity": 0.0121, "sink_ratio": 0.0196}
+CALIBRATION = ("Table 5 `pre`, seeds 0-2, 150 steps (0.3M tokens), configs/tiny_sinks.py, measured 2026-12-01 before "
+               "any other variant had finished: `python -m jaxsink.calibrate runs/table5_norm_s3 pre`")
 BANDS = {m: max(DEFAULT_BANDS[m], SEED_SD[m] or 0.0) for m in DEFAULT_BANDS}
 SINK_FLOOR = BANDS["sink_ratio"]
 EFFECT_KIND = {"sink_ratio": "difference"}       # every other statistic: log_ratio

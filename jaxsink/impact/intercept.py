@@ -14,6 +14,8 @@ import dataclasses
 import jax
 from jax.extend import core
 
+from jaxsink.model import cpu_paths
+
 PASS_THROUGH = ("convert_element_type", "transpose", "reshape", "copy")   # a weight stays a weight
 
 
@@ -45,7 +47,8 @@ def param_paths(params) -> list[str]:
 
 def run(fn, params, *args, hook):
     """`fn(params, *args)` with every linear layer routed through `hook`; returns (output, [records])."""
-    closed = jax.make_jaxpr(fn)(params, *args)
+    with cpu_paths.accelerator_paths():     # the weights as stored, one dot_general per linear layer
+        closed = jax.make_jaxpr(fn)(params, *args)
     leaves = jax.tree.leaves(params)
     tags = {v: (p, True) for v, p in zip(closed.jaxpr.invars, param_paths(params))}
     state = _State(hook)

@@ -22,10 +22,13 @@ The choice is explicit, per `jax.default_backend()` (`BACKEND_PATHS`):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import jax
 import jax.numpy as jnp
+
+from jaxsink.model import partitioning as part
 
 BACKEND_PATHS = {
     "cpu": {"flat_dots": True, "attention": "explicit", "fuse_projections": True, "materialize_tables": True},
@@ -37,8 +40,24 @@ NEG_INF = -1e30       # additive mask value: exp underflows to exactly 0, and no
 
 
 def paths(backend: str | None = None) -> dict:
-    """The compute paths for `backend` (default: `jax.default_backend()`, the platform jit compiles for)."""
-    return BACKEND_PATHS.get(backend or jax.default_backend(), DEFAULT_PATHS)
+    """The compute paths for `backend`. Default: the platform the step is being traced for (the partitioning
+    context's, so a TPU program compiled on a CPU host gets the TPU paths), else `jax.default_backend()`."""
+    ctx = part.current()
+    backend = backend or (ctx.platform if ctx is not None else jax.default_backend())
+    return BACKEND_PATHS.get(backend, DEFAULT_PATHS)
+
+
+@contextlib.contextmanager
+def accelerator_paths():
+    """Trace with the accelerators' paths on every backend: einsum-shaped dots on the stored weights, no
+    fused or flattened projections. Code that reads a traced program's parameter matmuls (`jaxsink.impact`
+    intercepts every linear layer) needs the weights as stored."""
+    saved = dict(BACKEND_PATHS)
+    BACKEND_PATHS.update({name: DEFAULT_PATHS for name in saved})
+    try:
+        yield
+    finally:
+        BACKEND_PATHS.update(saved)
 
 
 def dense(x, w, n_in: int = 1):

@@ -59,6 +59,12 @@ class Run:
         if spec.vocab_size < tokenizer.vocab_size:
             raise config_lib.ConfigError(
                 f"model.vocab_size: {spec.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
+        return cls.from_spec(cfg, spec, devices, workdir, tokenizer, splits)
+
+    @classmethod
+    def from_spec(cls, cfg, spec: ModelSpec, devices, workdir=None, tokenizer=None, splits=None) -> "Run":
+        """The JAX set-up of `spec` on `devices`: mesh, rules, abstract parameters, shardings, optimizer (no
+        parameter is allocated; `jaxsink compile` uses it without data or tokenizer)."""
         mesh = sharding.make_mesh(cfg.mesh, devices)
         rules = sharding.rules_from_config(cfg.mesh)
         graphdef, abstract_state = abstract_model(spec)
