@@ -21,10 +21,11 @@ STEPS = ("--programs=train,stats",)
 CASES = {
     "paper_7b@v5p-256": ("paper_7b", "v5p-256", ()),
     "paper_7b-64L@v5p-256": ("paper_7b", "v5p-256", ("--config.model.n_layers=64", "--programs=train")),
-    "llama_1b@v5e-16": ("llama_1b", "v5e-16", (*FSDP, *STEPS)),
-    "small@v5e-4": ("small", "v5e-4", STEPS),
     "paper_7b@v4-64": ("paper_7b", "v4-64", STEPS),
+    "paper_7b@v4-128": ("paper_7b", "v4-128", STEPS),
+    "llama_1b@v5e-16": ("llama_1b", "v5e-16", (*FSDP, *STEPS)),
     "llama_1b@v6e-8": ("llama_1b", "v6e-8", (*FSDP, *STEPS)),
+    "small@v5e-4": ("small", "v5e-4", STEPS),
 }
 GiB = 2 ** 30
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import time
 
 import jax
@@ -51,6 +52,8 @@ class ProgramReport:
     compile_seconds: float = 0.0
     error: str = ""               # the compiler's out-of-memory message, shortened
     custom_calls: dict = dataclasses.field(default_factory=dict)   # kernels in the compiled HLO, e.g. splash's
+    cost_basis: str = "compiled program"   # where flops / bytes / time come from (`depth_extrapolate`)
+    kernel_flops: float = 0.0     # attention FLOPs inside Pallas kernels, which XLA's cost model does not see
 
     @property
     def total_bytes(self) -> int:
@@ -65,8 +68,13 @@ def abstract_run(cfg, devices):
     return Run.from_spec(cfg, ModelSpec.from_config(cfg.model, vocab), devices)
 
 
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def compile_program(name: str, jitted, args, mesh) -> ProgramReport:
     """Lower and compile `jitted(*args)` (abstract args) under `mesh`; out-of-memory becomes `error`."""
+    progress(f"compiling {name} for {len(mesh.devices.flat)} {mesh.devices.flat[0].platform} devices ...")
     tic = time.perf_counter()
     with jax.set_mesh(mesh):
         lowered = jitted.lower(*args)
@@ -89,6 +97,7 @@ def compile_program(name: str, jitted, args, mesh) -> ProgramReport:
     report.bytes_accessed = float(cost.get("bytes accessed", 0.0))
     report.custom_calls = custom_calls(compiled.as_text() or "")
     report.estimated_seconds = max(float(cost.get("optimal_seconds", 0.0)), 0.0)   # CPU's is not a time
+    progress(f"  {name}: {report.total_bytes / GiB:.2f} GiB per device, compiled in {report.compile_seconds:.1f} s")
     return report
 
 
@@ -141,10 +150,22 @@ PROGRAMS = ("train", "stats", "eval", "probe")
 
 
 def compile_all(cfg, devices, programs=PROGRAMS) -> tuple[object, list[ProgramReport]]:
-    """Compile the chosen programs of `cfg` for `devices` (train first); returns (abstract run, reports)."""
+    """Compile the chosen programs of `cfg` for `devices` (train first); returns (abstract run, reports).
+    On a TPU, scanned training steps get depth-extrapolated costs and the splash kernel's FLOPs."""
     unknown = sorted(set(programs) - set(PROGRAMS))
     if unknown or "train" not in programs:
         raise config_lib.ConfigError(f"--programs: choose from {list(PROGRAMS)}, train included; got {list(programs)}")
+    run, reports = _compile(cfg, devices, programs)
+    if _platform(run) == "tpu":
+        if cfg.model.scan_layers:
+            depth_extrapolate(cfg, devices, reports)
+        for report in reports[:2]:
+            if report.custom_calls.get("tpu_custom_call") and report.name.startswith("train_step"):
+                report.kernel_flops = attention_flops_per_step(run.spec, cfg.train) / len(devices)
+    return run, reports
+
+
+def _compile(cfg, devices, programs) -> tuple[object, list[ProgramReport]]:
     run = abstract_run(cfg, devices)
     args = program_args(run)             # built outside jax.set_mesh: eager code there would need the TPU
     steps = compile_steps(run, training_stats(cfg) if "stats" in programs else None)
@@ -162,11 +183,46 @@ def compile_all(cfg, devices, programs=PROGRAMS) -> tuple[object, list[ProgramRe
     return run, reports
 
 
+COST_FIELDS = ("flops", "bytes_accessed", "estimated_seconds")
+
+
+def depth_extrapolate(cfg, devices, reports: list[ProgramReport]) -> None:
+    """XLA's cost analysis counts a `while` loop's body once, so a scanned program's FLOPs, bytes and time are
+    one layer's plus the rest, whatever the depth (measured: `small` scanned at 2 and 4 layers, 0.057 TFLOP
+    both). The per-layer cost comes from the same programs unrolled at 1 and 2 layers, extrapolated to L:
+    cost(L) = cost(1) + (L - 1) (cost(2) - cost(1)), exact when the layers are identical. Memory stays the
+    scanned program's own."""
+    names = [r.name for r in reports]
+    programs = tuple(p for p, n in (("train", "train_step"), ("stats", "train_step+stats")) if n in names)
+    depth = cfg.model.n_layers
+    unrolled = {}
+    for n_layers in (1, 2) if depth > 2 else (depth,):
+        c = config_lib.from_dict(config_lib.to_dict(cfg))
+        c.model.n_layers, c.model.scan_layers = n_layers, False
+        progress(f"the cost of a layer: the programs unrolled at {n_layers} layer(s)")
+        unrolled[n_layers] = {r.name: r for r in _compile(c, devices, programs)[1]}
+    for report in reports:
+        costs = [by_name.get(report.name) for by_name in unrolled.values()]
+        if any(c is None or c.error for c in costs):
+            continue
+        for field in COST_FIELDS:
+            values = [getattr(c, field) for c in costs]
+            setattr(report, field, values[0] if depth <= 2 else values[0] + (depth - 1) * (values[1] - values[0]))
+        report.cost_basis = (f"the same program unrolled ({depth} layers)" if depth <= 2 else
+                             f"extrapolated to {depth} layers from the 1- and 2-layer programs unrolled")
+
+
 def _platform(run) -> str:
     return run.mesh.devices.flat[0].platform
 
 
 # ---------------------------------------------------------------- figures per chip
+
+def attention_flops_per_step(spec: ModelSpec, t) -> float:
+    """Causal attention's QK^T and PV FLOPs of one training step (forward + backward = 3 x forward)."""
+    n_attention = spec.n_layers * (2 if spec.ffn == "attention" else 1)
+    return 3 * 4 * t.batch_size * (t.seq_len ** 2 / 2) * spec.n_heads * spec.d_head * n_attention
+
 
 def model_flops_per_step(spec: ModelSpec, t) -> float:
     """Model FLOPs of one training step (forward + backward = 3 x forward; no recomputation counted):
@@ -177,9 +233,7 @@ def model_flops_per_step(spec: ModelSpec, t) -> float:
     ffn = {"swiglu": 3 * d * f, "gelu": 2 * d * f, "linear": d * d, "attention": 2 * d * (h + hkv) * dh}[spec.ffn]
     attn = 2 * d * (h + hkv) * dh
     matmul = spec.n_layers * (attn + ffn) + d * spec.vocab_size
-    n_attention = spec.n_layers * (2 if spec.ffn == "attention" else 1)
-    attention = 3 * 4 * t.batch_size * (t.seq_len ** 2 / 2) * h * dh * n_attention
-    return 6.0 * matmul * tokens + attention
+    return 6.0 * matmul * tokens + attention_flops_per_step(spec, t)
 
 
 @dataclasses.dataclass
@@ -206,6 +260,24 @@ class CompileSummary:
         return d
 
 
+def estimated_seconds(report: ProgramReport, peak_flops: float) -> float:
+    """XLA's cost-model time plus the Pallas kernels' FLOPs at the chip's peak (the cost model does not see
+    inside a Mosaic kernel, tpu-aot.md): an estimate, and for the kernel part a lower bound."""
+    kernel = report.kernel_flops / peak_flops if peak_flops else 0.0
+    return report.estimated_seconds + kernel
+
+
+def run_seconds(cfg, reports, peak_flops: float) -> float:
+    """Estimated seconds of a whole run: `train.steps` plain steps, of which every `stats.every`-th is the
+    statistics step when that program was compiled."""
+    t = cfg.train
+    plain = estimated_seconds(reports[0], peak_flops)
+    stats = next((r for r in reports if r.name == "train_step+stats" and not r.error), None)
+    n_stats = len(range(0, t.steps, cfg.stats.every)) if stats is not None and cfg.stats.every else 0
+    extra = estimated_seconds(stats, peak_flops) - plain if n_stats else 0.0
+    return t.steps * plain + n_stats * extra
+
+
 def summarize(config_name: str, topology, run, reports) -> CompileSummary:
     t = run.cfg.train
     chip = topology.chip
@@ -213,12 +285,12 @@ def summarize(config_name: str, topology, run, reports) -> CompileSummary:
                        chip.hbm_bytes if chip else 0, chip.peak_flops if chip else 0.0,
                        t.batch_size * t.seq_len, t.steps, model_flops_per_step(run.spec, t), reports)
     train = reports[0]
-    if train.estimated_seconds > 0 and not train.error:
-        s.estimated_step_seconds = train.estimated_seconds
-        s.estimated_tokens_per_s_per_chip = s.tokens_per_step / train.estimated_seconds / topology.chips
-        s.estimated_chip_hours = t.steps * train.estimated_seconds * topology.chips / 3600
-        if chip:
-            s.estimated_mfu = s.model_flops_per_step / topology.chips / train.estimated_seconds / chip.peak_flops
+    seconds = estimated_seconds(train, s.peak_flops_per_chip)
+    if seconds > 0 and not train.error and chip:
+        s.estimated_step_seconds = seconds
+        s.estimated_tokens_per_s_per_chip = s.tokens_per_step / seconds / topology.chips
+        s.estimated_chip_hours = run_seconds(run.cfg, reports, s.peak_flops_per_chip) * topology.chips / 3600
+        s.estimated_mfu = s.model_flops_per_step / topology.chips / seconds / chip.peak_flops
     return s
 
 
@@ -245,10 +317,15 @@ def format_summary(s: CompileSummary) -> str:
             continue
         lines.append(f"{p.name:<18}{p.argument_bytes / GiB:>10.2f}{p.temp_bytes / GiB:>10.2f}"
                      f"{p.output_bytes / GiB:>9.2f}{p.total_bytes / GiB:>11.2f}{p.flops / 1e12:>9.1f}"
-                     f"{p.estimated_seconds * 1e3:>9.1f}{p.compile_seconds:>11.1f}")
+                     f"{estimated_seconds(p, s.peak_flops_per_chip) * 1e3:>9.1f}{p.compile_seconds:>11.1f}")
     kernels = ", ".join(f"{k} x{n}" for k, n in s.programs[0].custom_calls.items()) or "none"
     lines.append(f"model FLOPs per step {s.model_flops_per_step:.3e} ({s.tokens_per_step} tokens); "
                  f"custom calls in the train step: {kernels}")
+    train = s.programs[0]
+    if train.cost_basis != "compiled program" or train.kernel_flops:
+        kernel = f"; attention kernel FLOPs {train.kernel_flops / 1e12:.1f} T/chip counted at peak (lower bound)" \
+            if train.kernel_flops else ""
+        lines.append(f"cost: {train.cost_basis}{kernel}")
     if s.estimated_step_seconds:
         mfu = f", MFU {100 * s.estimated_mfu:.1f}%" if s.peak_flops_per_chip else ""
         lines.append(f"estimated (XLA cost model, not measured): train step {s.estimated_step_seconds * 1e3:.1f} ms"
@@ -257,17 +334,22 @@ def format_summary(s: CompileSummary) -> str:
     return "\n".join(lines)
 
 
+def prepare(topology_name: str, slices: int = 1):
+    """(Topology, its devices): libtpu's abstract TPU devices (the default backend stays CPU, so eager code
+    runs there) or simulated CPU devices."""
+    topology = topo_lib.parse_topology(topology_name, slices)
+    if topology.platform == "tpu" and not jax.config.jax_platforms:
+        jax.config.update("jax_platforms", "cpu")
+    return topology, topo_lib.devices(topology)
+
+
 def main(config: str, topology_name: str, slices: int = 1, overrides=(), json_out: str | None = None,
          programs=PROGRAMS) -> dict:
     """`jaxsink compile`: compile, print the table to stderr, write JSON, fail if a program does not fit."""
     import json
     import pathlib
-    import sys
-    topology = topo_lib.parse_topology(topology_name, slices)
+    topology, devices = prepare(topology_name, slices)
     cfg = config_lib.load_config(config, list(overrides))
-    if topology.platform == "tpu" and not jax.config.jax_platforms:
-        jax.config.update("jax_platforms", "cpu")     # the default backend stays CPU: eager code runs there
-    devices = topo_lib.devices(topology)
     run, reports = compile_all(cfg, devices, programs)
     summary = summarize(config, topology, run, reports)
     print(format_summary(summary), file=sys.stderr)

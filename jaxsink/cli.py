@@ -63,12 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("experiment", help="table3_optimization, table4_ffn, table5_norm, table6_heads, table7_gates, "
                                        "table8_context or prior_work")
     sw.add_argument("--scale", default="tiny", choices=("tiny", "small", "paper", "bb"))
-    sw.add_argument("--workdir", required=True)
+    sw.add_argument("--workdir", help="where the variants train (not needed with --compile-only)")
     sw.add_argument("--only", nargs="+", help="run these variants only")
     sw.add_argument("--dry-run", action="store_true", help="print the plan (one train command per variant)")
     sw.add_argument("--report-only", action="store_true", help="write the report from the finished runs only")
     sw.add_argument("--seeds", type=int, default=1, help="train every variant under seeds 0..N-1 (init and data "
                                                          "order) in VARIANT/seed_S; claims are judged on intervals")
+    sw.add_argument("--compile-only", action="store_true", help="compile every variant for --topology from shapes "
+                                                                "only: HBM per chip and estimated chip-hours")
+    sw.add_argument("--topology", help="with --compile-only: v5p-256, v5e-16, v6e-8, v4-32, cpu-8, ...")
+    sw.add_argument("--slices", type=int, default=1, help="with --compile-only: number of slices")
     sw.add_argument("--no-progress", action="store_true")
     co = sub.add_parser("compile", help="AOT-compile a config's programs for a TPU topology: HBM, FLOPs, estimates")
     co.add_argument("--config", required=True, help="config file or shipped name (paper_7b)")
@@ -189,7 +193,14 @@ def _probe_source(args):
 
 
 def cmd_sweep(args, overrides):
-    from jaxsink.sweep import report_finished, sweep
+    from jaxsink.sweep import compile_only, report_finished, sweep
+    if args.compile_only:
+        if not args.topology:
+            raise _usage("sweep --compile-only needs --topology (v5p-256, v5e-16, cpu-8, ...)")
+        return compile_only(args.experiment, args.scale, args.topology, only=args.only, extra=overrides,
+                            seeds=args.seeds, slices=args.slices)
+    if not args.workdir:
+        raise _usage("sweep needs --workdir (or --compile-only --topology T)")
     if args.report_only:
         return report_finished(args.experiment, args.scale, args.workdir, only=args.only)
     return sweep(args.experiment, args.scale, args.workdir, only=args.only, dry_run=args.dry_run, extra=overrides,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import sys
 
 from jaxsink import experiments
 from jaxsink.config import ConfigError, load_config, to_dict, validate
@@ -106,6 +107,47 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
                 k: {m: v[m] for m in ("perplexity", "sink_ratio", "spike", "spike_top1_over_median", "seeds",
                                       "n_seeds", "per_sequence_sd", "n_sequences") if m in v}
                 for k, v in results.items()}}
+
+
+def compile_only(name: str, scale: str, topology: str, *, only=None, extra=(), seeds: int = 1,
+                 slices: int = 1) -> dict:
+    """`sweep --compile-only --topology T`: every variant's training step (plain and with statistics)
+    compiled for T from shapes only (`jaxsink.aot`), nothing trained: HBM per chip against the chip's,
+    and the estimated chip-hours of each run and of the sweep (variants x seeds). All estimates. A variant
+    that does not fit is named in a one-line error after the table."""
+    from jaxsink import aot
+    runs = plan(name, scale, only, extra)
+    seed_runs(runs[0][0], [], seeds)            # checks --seeds before any compile
+    topo, devices = aot.prepare(topology, slices)
+    summaries = []
+    for variant, overrides in runs:
+        aot.progress(f"{name}/{variant}: {' '.join(overrides)}")
+        run, reports = aot.compile_all(load_config(BASES[scale], overrides), devices, ("train", "stats"))
+        summaries.append(aot.summarize(variant, topo, run, reports))
+    total = seeds * sum(s.estimated_chip_hours for s in summaries)
+    print(_compile_table(name, topo, summaries, seeds, total), file=sys.stderr)
+    for s in summaries:
+        aot.check_fits(s)
+    return {"experiment": name, "scale": scale, "topology": topo.name, "seeds": seeds,
+            "estimated_chip_hours": total, "variants": {s.config: {
+                "hbm_per_chip_bytes": {p.name: p.total_bytes for p in s.programs},
+                "estimated_step_seconds": s.estimated_step_seconds, "estimated_mfu": s.estimated_mfu,
+                "estimated_chip_hours": s.estimated_chip_hours} for s in summaries}}
+
+
+def _compile_table(name, topo, summaries, seeds, total) -> str:
+    from jaxsink.aot import GiB
+    cap = summaries[0].hbm_per_chip_bytes
+    rows = [f"{name} on {topo.name} ({summaries[0].chips} chips{f', {cap / GiB:.1f} GiB HBM each' if cap else ''}); "
+            "times are XLA cost-model estimates", "| variant | train step GiB/chip | + statistics GiB/chip | fits | "
+            "est. step s | est. MFU | est. chip-hours per run |", "|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        mem = [p.total_bytes / GiB for p in s.programs]
+        fits = all(not p.error and (not cap or p.total_bytes <= cap) for p in s.programs)
+        rows.append(f"| {s.config} | {mem[0]:.2f} | {mem[-1]:.2f} | {'yes' if fits else 'NO'} | "
+                    f"{s.estimated_step_seconds:.3f} | {100 * s.estimated_mfu:.1f}% | {s.estimated_chip_hours:,.1f} |")
+    rows.append(f"sweep: {len(summaries)} variants x {seeds} seed(s) = estimated {total:,.1f} chip-hours")
+    return "\n".join(rows)
 
 
 def report_finished(name: str, scale: str, workdir, only=None) -> dict:

@@ -26,7 +26,10 @@ from jaxsink.data.tokenizer import describe_fingerprint, same_tokenizer
 
 # keys that may change between the runs that share a workdir (cadence only, never the science)
 RESUMABLE_KEYS = ("train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
-                  "train.async_checkpointing", "train.eval_sequences", "stats.every")
+                  "train.async_checkpointing", "train.eval_sequences", "stats.every",
+                  # how the same computation is laid out: a run resumes onto another mesh or parameter layout
+                  "model.scan_layers", "model.remat")
+RESUMABLE_PREFIXES = ("mesh.",)
 TOKENIZER_RECORD = "tokenizer_fingerprint.json"   # in the workdir, written when training starts
 
 log = logging.getLogger("jaxsink")
@@ -146,7 +149,7 @@ def check_workdir_config(cfg, workdir: pathlib.Path) -> None:
         pass   # a key the schema no longer has: the diff below names it
     current = config_lib.to_dict(cfg)
     for key, old, new in _diff(saved, current):
-        if key not in RESUMABLE_KEYS:
+        if key not in RESUMABLE_KEYS and not key.startswith(RESUMABLE_PREFIXES):
             raise RunError(f"workdir {workdir} holds a run with {key}={old!r}, not {new!r}; use a new --workdir")
 
 

@@ -83,3 +83,19 @@ def test_tpu_topology_compiles_and_fits(config, topology, extra, programs):
         assert not p["error"] and 0 < p["total_bytes"] < r["hbm_per_chip_bytes"]
     if config == "small":                       # T = 1024: the splash kernel is a Mosaic custom call
         assert r["programs"][0]["custom_calls"].get("tpu_custom_call", 0) >= 2
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu not installed (pip install -e '.[tpu]')")
+def test_scanned_step_costs_are_extrapolated_in_depth():
+    """XLA counts a scanned layer once; the depth-extrapolated FLOPs of a 3-layer scanned step equal the
+    unrolled 3-layer program's (to 1%), and its cost-model time is within 30% of it (fusion differs)."""
+    from jaxsink import aot, config as config_lib, topology
+    devices = topology.devices(topology.parse_topology("v5e:2x2"))
+    costs = {}
+    for scan in (True, False):
+        cfg = config_lib.load_config("tiny", ["model.n_layers=3", f"model.scan_layers={scan}", "model.remat=full",
+                                              "train.batch_size=8"])
+        costs[scan] = aot.compile_all(cfg, devices, ("train",))[1][0]
+    assert costs[True].cost_basis.startswith("extrapolated to 3 layers") and costs[False].cost_basis == "compiled program"
+    assert abs(costs[True].flops / costs[False].flops - 1) < 0.01
+    assert abs(costs[True].estimated_seconds / costs[False].estimated_seconds - 1) < 0.3

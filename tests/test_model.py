@@ -8,7 +8,7 @@ import pytest
 
 import reference_numpy as ref
 from variants import VARIANTS, flat, spec
-from jaxsink.model import apply, build, collect, split
+from jaxsink.model import apply, build, collect, layout, split
 from jaxsink.model.interventions import FirstKeyMask, Interventions, ResidualEdit
 
 
@@ -159,18 +159,21 @@ def test_remat_and_scan_layers_compute_the_same_loss_and_gradients(name, remat, 
     graphdef_fast, _ = split(build(spec(name, n_layers=3, remat=remat, scan_layers=scan)))
     graphdef_plain, params3 = split(build(spec(name, n_layers=3)))
     params3 = random_params(params3, 9)
+    fast_params = layout.to_layout(params3, stacked=scan)    # scan_layers stores the layers stacked
 
-    def value_and_grad(g):
-        return jax.jit(jax.value_and_grad(lambda p: jnp.mean(apply(g, p, tokens)[0] ** 2)))(params3)
+    def value_and_grad(g, p):
+        return jax.jit(jax.value_and_grad(lambda p: jnp.mean(apply(g, p, tokens)[0] ** 2)))(p)
 
-    (l0, g0), (l1, g1) = value_and_grad(graphdef_plain), value_and_grad(graphdef_fast)
+    (l0, g0), (l1, g1) = value_and_grad(graphdef_plain, params3), value_and_grad(graphdef_fast, fast_params)
     np.testing.assert_allclose(float(l1), float(l0), rtol=1e-6)
+    g1 = layout.to_layout(g1, stacked=False)
+    assert jax.tree.structure(g1) == jax.tree.structure(g0)
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
-    jaxpr = str(jax.make_jaxpr(lambda p: apply(graphdef_fast, p, tokens)[0])(params3))
+    jaxpr = str(jax.make_jaxpr(lambda p: apply(graphdef_fast, p, tokens)[0])(fast_params))
     assert ("scan[" in jaxpr) == scan and ("checkpoint" in jaxpr or "remat" in jaxpr) == (remat != "none")
     # capturing runs the blocks one by one (a sow cannot leave a scan), with the same logits
-    captured, inter = apply(graphdef_fast, params3, tokens, capture=("residual",))
+    captured, inter = apply(graphdef_fast, fast_params, tokens, capture=("residual",))
     np.testing.assert_allclose(np.asarray(captured), np.asarray(apply(graphdef_plain, params3, tokens)[0]),
                                rtol=1e-5, atol=1e-5)
     assert inter is not None

@@ -105,3 +105,21 @@ def test_relative_variants_follow_the_overrides_that_will_run():
     assert rows["tokens_x2"][-1] == "train.steps=80" and rows["lr_x2"][-1] == "train.lr=0.02"
     assert all("train.min_lr_ratio=0.1" in o for v, o in rows.items() if v != "no_lr_decay")
     assert rows["no_lr_decay"][-1] == "train.min_lr_ratio=1.0"
+
+
+def test_compile_only_compiles_every_variant_and_sums_chip_hours(capsys):
+    """`sweep --compile-only`: each variant's train step (plain and with statistics) compiled from shapes only
+    for the topology (here 2 simulated CPU devices: memory, no chip time); nothing is trained or written."""
+    from jaxsink.cli import main
+    assert main(["sweep", "table5_norm", "--scale", "tiny", "--only", "pre", "sandwich", "--compile-only",
+                 "--topology", "cpu-2", "--seeds", "3", "--config.model.n_layers=1", "--config.train.batch_size=4",
+                 "--config.train.seq_len=32"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert set(result["variants"]) == {"pre", "sandwich"} and result["seeds"] == 3
+    for v in result["variants"].values():
+        assert set(v["hbm_per_chip_bytes"]) == {"train_step", "train_step+stats"}
+        assert all(b > 0 for b in v["hbm_per_chip_bytes"].values())
+    assert "| pre |" in err and "| sandwich |" in err and "2 variants x 3 seed(s)" in err
+    assert main(["sweep", "table5_norm", "--compile-only"]) == 2
+    assert "needs --topology" in capsys.readouterr().err

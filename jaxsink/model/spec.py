@@ -62,7 +62,7 @@ class ModelSpec:
     fused_attention: bool = True  # jax.nn.dot_product_attention when probabilities are not captured
     rope_scaling: tuple = ()     # () or Llama-3 (factor, low_freq_factor, high_freq_factor, original_max_pos)
     remat: str = "none"          # rematerialise each layer in the backward pass (REMAT_POLICIES)
-    scan_layers: bool = False    # run the layers under lax.scan (compile time independent of depth)
+    scan_layers: bool = False    # store layers stacked and lax.scan over them (model/layout.py): flat in depth
 
     def __post_init__(self):
         validate_model(self, vocab_known=True)

@@ -6,17 +6,22 @@ placement of the config. Pretrained checkpoints are imported into this same clas
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxsink.model.attention import Attention
+from jaxsink.model import layout
 from jaxsink.model.capture import BlockOutput, NormedInput, Residual, capture_types
 from jaxsink.model.interventions import NO_INTERVENTIONS, Interventions
 from jaxsink.model.layers import GeluMLP, LinearFFN, Norm, ReluMLP, SwiGLU, param
 from jaxsink.model.partitioning import BATCH, EMBED, LENGTH, VOCAB, constrain
 from jaxsink.model.spec import REMAT_POLICIES, ModelSpec
 
+LAYER_AXIS = "layers"     # logical axis of stacked layer parameters (replicated by default: each chip holds all L)
 FFN_MIXERS = {"swiglu": SwiGLU, "gelu": GeluMLP, "linear": LinearFFN, "attention": Attention, "relu": ReluMLP}
 
 
@@ -55,6 +60,32 @@ class Block(nnx.Module):
         return constrain(new, BATCH, LENGTH, EMBED)      # layer boundary: batch-split (partitioning.py)
 
 
+class Layer(nnx.Module):
+    """Paper blocks 2i+1 (attention) and 2i+2 (FFN). With `scan_layers` the model holds one Layer whose
+    parameters are stacked over layers on a leading `layers` axis (`layout.py`)."""
+
+    def __init__(self, spec: ModelSpec, i: int, rngs: nnx.Rngs):
+        self.attention = Block(spec, 2 * i + 1, rngs)
+        self.ffn = Block(spec, 2 * i + 2, rngs)
+
+    def __call__(self, h, ctx):
+        return self.ffn(self.attention(h, ctx), ctx)
+
+
+def stacked_layer(spec: ModelSpec, rngs: nnx.Rngs) -> Layer:
+    """One Layer whose every parameter is the stack of the L layers' (logical axes gain a leading `layers`).
+
+    The layers are created one by one, in the per-block model's order, so the same seed gives the same
+    arrays in both layouts (`layout.stack_blocks(per_block) == stacked`)."""
+    layers = [Layer(spec, i, rngs) for i in range(spec.n_layers)]
+    graphdef = nnx.graphdef(layers[0])
+    flats = [nnx.to_flat_state(nnx.state(layer)) for layer in layers]
+    stacked = [(path, var.replace(jnp.stack([v[...] for _, v in column]),
+                                  logical_axes=(LAYER_AXIS, *var.logical_axes)))
+               for column in zip(*flats) for path, var in [column[0]]]
+    return nnx.merge(graphdef, nnx.from_flat_state(stacked))
+
+
 class Transformer(nnx.Module):
     """Embedding (+ learned positions) -> 2L blocks -> final norm -> head (paper Eq. 13-14)."""
 
@@ -65,7 +96,10 @@ class Transformer(nnx.Module):
         self.embed = param(rngs, (v, d), ("vocab", "embed"), e_std)
         if spec.position == "learned":
             self.pos_embed = param(rngs, (spec.max_seq_len, d), ("position", "embed"), e_std)
-        self.blocks = nnx.List([Block(spec, i + 1, rngs) for i in range(spec.n_blocks)])
+        if spec.scan_layers:
+            self.layers = stacked_layer(spec, rngs)
+        else:
+            self.blocks = nnx.List([Block(spec, i + 1, rngs) for i in range(spec.n_blocks)])
         if spec.norm_placement != "none":
             self.final_norm = Norm(spec.norm_type, d, spec.norm_eps, spec.dyt_alpha_init)
         if not spec.tie_embeddings:
@@ -75,8 +109,9 @@ class Transformer(nnx.Module):
                  layer_transforms: bool = False):
         """Logits [B, T, V]. `interventions` (probes only; see `forward`) edit the computation.
 
-        `layer_transforms`: nothing is captured or edited, so `spec.remat` / `spec.scan_layers` may apply (a
-        sow inside `jax.checkpoint` or `lax.scan` could not leave it); otherwise the layers run one by one.
+        `layer_transforms`: nothing is captured or edited, so `spec.remat` may apply to a per-block model (a
+        sow inside `jax.checkpoint` could not leave it). A stacked model (`scan_layers`) always scans;
+        `forward` hands captures and edits to its per-block twin.
         """
         h, head = self.hidden(tokens, interventions, fused, layer_transforms)
         return constrain((h @ head.astype(h.dtype)).astype(jnp.float32), BATCH, LENGTH, VOCAB)
@@ -94,8 +129,10 @@ class Transformer(nnx.Module):
         self.sow(Residual, "embedding", h)
         ctx = {"positions": positions, "token_embedding": tok, "interventions": interventions,
                "fused": fused and spec.fused_attention}
-        if layer_transforms and (spec.scan_layers or spec.remat != "none"):
-            h = self._run_layers(h, ctx)
+        if spec.scan_layers:
+            h = self._scan_layers(h, ctx)
+        elif layer_transforms and spec.remat != "none":
+            h = self._remat_blocks(h, ctx)
         else:
             for block in self.blocks:
                 h = block(h, ctx)
@@ -103,28 +140,30 @@ class Transformer(nnx.Module):
             h = self.final_norm(h)
         return h, (self.embed[...].T if spec.tie_embeddings else self.head[...])
 
-    def _run_layers(self, h, ctx):
-        """Layers (attention block + FFN block) as a pure function of their parameters, rematerialised by
-        `spec.remat` and, with `spec.scan_layers`, scanned over the layer parameters stacked on a new leading
-        axis (MaxText's scan-over-layers; the stored parameter layout stays per block, so checkpoints and
-        importers are unaffected, at the cost of one stacked copy of the block parameters per step)."""
-        spec = self.spec
-        layers = [(self.blocks[2 * i], self.blocks[2 * i + 1]) for i in range(spec.n_layers)]
-        graphdef = nnx.graphdef(layers[0])     # layers differ only in the static block index, unused here
+    def _scan_layers(self, h, ctx):
+        """`lax.scan` over the stored stacked layer parameters, each layer rematerialised by `spec.remat`
+        (MaxText's scan-over-layers). Nothing can be captured or edited here: `forward` runs such a model
+        per block (`per_block`) when it must."""
+        graphdef, state = nnx.split(self.layers)
+        layer = _remat(lambda h, layer_state: (nnx.merge(graphdef, layer_state)(h, ctx), None), self.spec)
+        return jax.lax.scan(layer, h, state)[0]
+
+    def _remat_blocks(self, h, ctx):
+        """Per-block layout, each layer (attention + FFN block) rematerialised by `spec.remat`."""
+        pairs = [(self.blocks[2 * i], self.blocks[2 * i + 1]) for i in range(self.spec.n_layers)]
+        graphdef = nnx.graphdef(pairs[0])     # layers differ only in the static block index, unused here
 
         def layer(h, state):
             attention, ffn = nnx.merge(graphdef, state)
             return ffn(attention(h, ctx), ctx), None
+        layer = _remat(layer, self.spec)
+        for pair in pairs:
+            h, _ = layer(h, nnx.state(pair))
+        return h
 
-        if spec.remat != "none":
-            layer = jax.checkpoint(layer, policy=REMAT_POLICIES[spec.remat])
-        states = [nnx.state(pair) for pair in layers]
-        if not spec.scan_layers:
-            for state in states:
-                h, _ = layer(h, state)
-            return h
-        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-        return jax.lax.scan(layer, h, stacked)[0]
+
+def _remat(fn, spec: ModelSpec):
+    return fn if spec.remat == "none" else jax.checkpoint(fn, policy=REMAT_POLICIES[spec.remat])
 
 
 def build(spec: ModelSpec, seed: int = 0) -> Transformer:
@@ -139,12 +178,27 @@ def forward(model: Transformer, tokens, capture=(), interventions=None):
     see `interventions.py`). Returns (logits, State | None).
     """
     types = capture_types(capture)
+    if model.spec.scan_layers and (types or not (interventions is None or interventions.empty)):
+        model = per_block(model)     # captures and edits need the blocks one by one
     fused = "attn_probs" not in capture          # the fused kernel never materialises probabilities
     if not types:
         untouched = interventions is None or interventions.empty
         return nnx.capture(model)(tokens, interventions, fused, untouched), None
     logits, *states = nnx.capture(model, *types)(tokens, interventions, fused)
     return logits, nnx.merge_state(*states) if len(states) > 1 else states[0]
+
+
+@functools.lru_cache(maxsize=16)
+def per_block_graphdef(spec: ModelSpec):
+    """The graphdef of `spec`'s model in the per-block layout (`scan_layers` off)."""
+    return nnx.graphdef(nnx.eval_shape(lambda: build(dataclasses.replace(spec, scan_layers=False))))
+
+
+def per_block(model: Transformer) -> Transformer:
+    """The same model (same arrays) in the per-block layout."""
+    if not model.spec.scan_layers:
+        return model
+    return nnx.merge(per_block_graphdef(model.spec), nnx.State(layout.unstack_layers(split(model)[1])))
 
 
 def apply(graphdef, params: dict, tokens, capture=(), interventions=None):

@@ -82,14 +82,17 @@ class CheckpointStore:
         """(state, config, extra) of `step`, or of the latest readable step when step is None.
 
         `abstract_state`: pytree of jax.ShapeDtypeStruct with shardings on the current mesh; the arrays are
-        restored in those shardings whatever mesh they were saved from.
+        restored in those shardings whatever mesh they were saved from. It may also be a function of the
+        stored state's metadata tree returning that pytree (to read a checkpoint saved in another layout).
         """
         def read(s):
             if self._check_identity is not None:
                 self._check_identity(s, self.read_extra(s))
-            _check_stored_layout(self._manager.item_metadata(s)["state"], abstract_state)
+            stored = self._manager.item_metadata(s)["state"]
+            target = abstract_state(stored) if callable(abstract_state) else abstract_state
+            _check_stored_layout(stored, target)
             r = self._manager.restore(s, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore(),
+                state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore(),
                 extra=ocp.args.JsonRestore()))
             return r["state"], r["config"], r["extra"]
         return self._first_readable(read, step)

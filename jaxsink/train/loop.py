@@ -52,7 +52,7 @@ def _train_locked(run: Run, progress: bool, stats) -> dict:
     t = run.cfg.train
     store = run.checkpoints()
     if store.latest_step() is not None:
-        state, _, _ = store.restore(run.abstract_state())
+        state, _, _ = run.restore(store)
     else:
         state = run.init_state()
     start = int(state["step"])

@@ -24,7 +24,7 @@ from jaxsink import config as config_lib
 from jaxsink import data as data_lib
 from jaxsink import sharding
 from jaxsink.data.tokenizer import describe_fingerprint, same_tokenizer
-from jaxsink.model import ModelSpec, abstract_model, build, map_variables, split
+from jaxsink.model import ModelSpec, abstract_model, build, layout, map_variables, per_block_graphdef, split
 from jaxsink.data import bb_guo
 from jaxsink.model.loaded import LoadedModel
 from jaxsink.model.partitioning import partitioned
@@ -123,12 +123,30 @@ class Run:
                 f"({tokenizer_source(self.cfg, self.workdir, self.tokenizer)}); use the run's own workdir and tokenizer, "
                 "or a new train.checkpoint_dir")
 
+    def restore(self, store: CheckpointStore, step: int | None = None) -> tuple[dict, dict, dict]:
+        """(state, config, extra) of the latest good checkpoint (or `step`) on this run's mesh, in this run's
+        parameter layout whichever layout it was saved in (`model.scan_layers` may differ: `layout.py`)."""
+        stacked = self.spec.scan_layers
+
+        def target(stored):
+            if layout.is_stacked(stored.get("params")) == stacked:
+                return self.abstract_state()
+            other = Run.from_spec(self.cfg, dataclasses.replace(self.spec, scan_layers=not stacked),
+                                  list(self.mesh.devices.flat))
+            return other.abstract_state()
+        state, config, extra = store.restore(target, step)
+        if layout.is_stacked(state["params"]) != stacked:
+            with jax.set_mesh(self.mesh):
+                state = jax.jit(functools.partial(layout.convert_tree, stacked=stacked),
+                                out_shardings=self.state_shardings())(state)
+        return state, config, extra
+
     def restore_params(self, store: CheckpointStore | None = None) -> tuple[dict, int]:
         """Latest good checkpoint's parameters on this run's mesh, and its step."""
         store = store or self.checkpoints()
         if store.latest_step() is None:
             raise RunError(f"no checkpoint in {store.directory}: train first")
-        state, _, _ = store.restore(self.abstract_state())
+        state, _, _ = self.restore(store)
         return state["params"], int(state["step"])
 
     def batch_sharding(self):
@@ -162,10 +180,13 @@ def global_array(x: np.ndarray, sharding) -> jax.Array:
 
 
 def load_trained(workdir) -> LoadedModel:
-    """The latest good checkpoint of a training workdir as a `LoadedModel` (on the first device)."""
+    """The latest good checkpoint of a training workdir as a `LoadedModel` (on the first device), in the
+    per-block layout that probes read whatever layout it was trained in."""
     run = Run.create(load_workdir_config(workdir), workdir, devices=jax.devices()[:1])
     params, step = run.restore_params()
-    return LoadedModel(run.graphdef, params, run.spec, run.tokenizer, True, f"{workdir} (step {step})")
+    spec = dataclasses.replace(run.spec, scan_layers=False)
+    return LoadedModel(per_block_graphdef(spec), layout.to_layout(params, False), spec, run.tokenizer, True,
+                       f"{workdir} (step {step})")
 
 
 def bits_per_byte(nll_sum: float, tokens: float, splits: data_lib.TokenSplits) -> float:
