@@ -14,7 +14,8 @@ definitions in `jaxsink.stats.bos_sink`):
   on the sink token); `bos_norm`: the largest ||h_0||; `loss`: held-out loss per token.
 
 Rules, fixed before any run (our choice; the paper states directions only). Intervals are 95% percentile
-bootstrap intervals over seeds (2,000 resamples, seeds resampled independently per variant, fixed RNG).
+bootstrap intervals over seeds (`jaxsink.stats.uncertainty`, as for every claim: 4,000 resamples, seeds
+resampled independently per variant, fixed RNG).
 SINK = 0.5 (Guo et al.'s threshold), FACTOR = 1.25 (the `jaxsink.claims` spike factor).
 - keeps_sink (a keeps b's BOS sink): inconclusive unless b's interval of bos_attention lies above SINK;
   then agrees if a's lies above SINK, disagrees if a's lies below SINK, else inconclusive.
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import signal
 import sys
@@ -49,6 +51,7 @@ from jaxsink.config import load_config, split_overrides, validate
 from jaxsink.data import bb_guo
 from jaxsink.model import apply, collect
 from jaxsink.stats import bos_sink
+from jaxsink.stats import uncertainty as unc
 from jaxsink.sweep import BASES
 from jaxsink.train.loop import train
 from jaxsink.train.setup import Run, evaluate
@@ -59,25 +62,19 @@ SINK = 0.5
 FACTOR = 1.25
 TRAINED_RATIO = 1.5
 MIN_SEEDS = 3
-RESAMPLES = 2000
 MEASURE_SEQUENCES = 64
 
 
-def bootstrap(values, stat=np.mean, other=None, op=None, seed: int = 0) -> tuple[float, float, float]:
-    """(point, low, high): `stat` of `values` (or op(stat(values), stat(other))) with a 95% percentile
-    bootstrap interval, seeds resampled with replacement (independently for `other`)."""
-    rng = np.random.default_rng(seed)
-    a = np.asarray(values, np.float64)
-    point = stat(a) if other is None else op(stat(a), stat(np.asarray(other, np.float64)))
-    draws = []
-    for _ in range(RESAMPLES):
-        x = stat(a[rng.integers(0, len(a), len(a))])
-        if other is not None:
-            b = np.asarray(other, np.float64)
-            x = op(x, stat(b[rng.integers(0, len(b), len(b))]))
-        draws.append(x)
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return float(point), float(low), float(high)
+def bootstrap(values, other=None, effect: str | None = None) -> unc.Interval:
+    """Mean of `values` over seeds with its 95% bootstrap interval (`jaxsink.stats.uncertainty`, the
+    intervals `jaxsink.claims` uses), or with `other` the effect of values over other: "ratio"
+    (mean a / mean b, from the log-ratio interval) or "difference" (mean a - mean b)."""
+    if other is None:
+        return unc.bootstrap_mean(values)
+    if effect == "ratio":
+        e = unc.bootstrap_effect(values, other, "log_ratio")
+        return unc.Interval(math.exp(e.mean), math.exp(e.lo), math.exp(e.hi), e.n)
+    return unc.bootstrap_effect(values, other, "difference")
 
 
 def judge(kind: str, a: dict, b: dict) -> tuple[str, str]:
@@ -89,29 +86,29 @@ def judge(kind: str, a: dict, b: dict) -> tuple[str, str]:
     if kind in ("keeps_sink", "removes_sink"):
         ia, ib = bootstrap(a["bos_attention"]), bootstrap(b["bos_attention"])
         ev = f"BOS attention {_iv(ia)} vs {_iv(ib)}"
-        if ib[1] < SINK:
+        if ib.lo < SINK:
             return "inconclusive", ev + f" (the reference has no sink: interval not above {SINK})"
-        above, below = ia[1] >= SINK, ia[2] < SINK
+        above, below = ia.lo >= SINK, ia.hi < SINK
         if kind == "keeps_sink":
             return ("agrees" if above else "disagrees" if below else "inconclusive"), ev
         return ("agrees" if below else "disagrees" if above else "inconclusive"), ev
     if kind in ("cuts_spike", "keeps_spike"):
-        r = bootstrap(a["bos_norm"], other=b["bos_norm"], op=lambda x, y: x / y)
+        r = bootstrap(a["bos_norm"], b["bos_norm"], "ratio")
         ev = f"BOS norm ratio {_iv(r)} ({np.mean(a['bos_norm']):.1f} vs {np.mean(b['bos_norm']):.1f})"
         if kind == "cuts_spike":
-            return ("agrees" if r[2] < 1 / FACTOR else "disagrees" if r[1] > 1 / FACTOR else "inconclusive"), ev
-        inside = 1 / FACTOR <= r[1] and r[2] <= FACTOR
-        outside = r[2] < 1 / FACTOR or r[1] > FACTOR
+            return ("agrees" if r.hi < 1 / FACTOR else "disagrees" if r.lo > 1 / FACTOR else "inconclusive"), ev
+        inside = r.inside(1 / FACTOR, FACTOR)
+        outside = r.excludes(1 / FACTOR, FACTOR)
         return ("agrees" if inside else "disagrees" if outside else "inconclusive"), ev
     if kind == "more_sink":
-        d = bootstrap(a["bos_attention"], other=b["bos_attention"], op=lambda x, y: x - y)
+        d = bootstrap(a["bos_attention"], b["bos_attention"], "difference")
         ev = f"BOS attention difference {_iv(d)} ({np.mean(a['bos_attention']):.3f} vs {np.mean(b['bos_attention']):.3f})"
-        return ("agrees" if d[1] > 0 else "disagrees" if d[2] < 0 else "inconclusive"), ev
+        return ("agrees" if d.lo > 0 else "disagrees" if d.hi < 0 else "inconclusive"), ev
     raise ValueError(f"unknown claim kind {kind!r}")
 
 
-def _iv(t) -> str:
-    return f"{t[0]:.3g} [{t[1]:.3g}, {t[2]:.3g}]"
+def _iv(t: unc.Interval) -> str:
+    return f"{t.mean:.3g} [{t.lo:.3g}, {t.hi:.3g}]"
 
 
 def measure(workdir) -> dict:

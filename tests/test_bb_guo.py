@@ -226,9 +226,11 @@ def test_training_statistics_log_the_bos_dynamics():
 
 def test_seeded_verdict_rules_on_planted_tables():
     from jaxsink.bb_seeds import bootstrap, judge
-    point, low, high = bootstrap([1.0, 2.0, 3.0])
-    assert point == 2.0 and 1.0 <= low <= point <= high <= 3.0
-    assert bootstrap([4.0, 4.0, 4.0]) == (4.0, 4.0, 4.0)
+    point, low, high, n = bootstrap([1.0, 2.0, 3.0])
+    assert point == 2.0 and 1.0 <= low <= point <= high <= 3.0 and n == 3
+    assert tuple(bootstrap([4.0, 4.0, 4.0]))[:3] == (4.0, 4.0, 4.0)
+    ratio = bootstrap([2.0, 2.0, 2.0], [1.0, 1.0, 1.0], "ratio")
+    assert ratio.mean == pytest.approx(2.0) and ratio.lo == pytest.approx(2.0)
     sink = {"bos_attention": [0.8, 0.85, 0.9], "bos_norm": [50.0, 55.0, 60.0], "loss": [1.8] * 3}
     none = {"bos_attention": [0.1, 0.12, 0.15], "bos_norm": [20.0, 21.0, 22.0], "loss": [1.8] * 3}
     mixed = {"bos_attention": [0.2, 0.9, 0.3], "bos_norm": [50.0, 20.0, 60.0], "loss": [1.8] * 3}
