@@ -149,16 +149,19 @@ def probe_program(run):
 PROGRAMS = ("train", "stats", "eval", "probe")
 
 
-def compile_all(cfg, devices, programs=PROGRAMS) -> tuple[object, list[ProgramReport]]:
+def compile_all(cfg, devices, programs=PROGRAMS, estimate: bool = True) -> tuple[object, list[ProgramReport]]:
     """Compile the chosen programs of `cfg` for `devices` (train first); returns (abstract run, reports).
-    On a TPU, scanned training steps get depth-extrapolated costs and the splash kernel's FLOPs."""
+    On a TPU, scanned training steps get depth-extrapolated costs (unless `estimate` is off: then their
+    cost counts one layer, and only the memory figures hold) and the splash kernel's FLOPs."""
     unknown = sorted(set(programs) - set(PROGRAMS))
     if unknown or "train" not in programs:
         raise config_lib.ConfigError(f"--programs: choose from {list(PROGRAMS)}, train included; got {list(programs)}")
     run, reports = _compile(cfg, devices, programs)
     if _platform(run) == "tpu":
-        if cfg.model.scan_layers:
+        if cfg.model.scan_layers and estimate:
             depth_extrapolate(cfg, devices, reports)
+        elif cfg.model.scan_layers:
+            reports[0].cost_basis = f"compiled program: {ONE_LAYER} (--no-estimate)"
         for report in reports[:2]:
             if report.custom_calls.get("tpu_custom_call") and report.name.startswith("train_step"):
                 report.kernel_flops = attention_flops_per_step(run.spec, cfg.train) / len(devices)
@@ -184,6 +187,7 @@ def _compile(cfg, devices, programs) -> tuple[object, list[ProgramReport]]:
 
 
 COST_FIELDS = ("flops", "bytes_accessed", "estimated_seconds")
+ONE_LAYER = "a scanned layer counted once"     # a cost basis no step-time estimate may rest on
 
 
 def depth_extrapolate(cfg, devices, reports: list[ProgramReport]) -> None:
@@ -291,7 +295,7 @@ def summarize(config_name: str, topology, run, reports) -> CompileSummary:
                        t.batch_size * t.seq_len, t.steps, model_flops_per_step(run.spec, t), reports)
     train = reports[0]
     seconds = estimated_seconds(train, s.peak_flops_per_chip)
-    if seconds > 0 and not train.error and chip:
+    if seconds > 0 and not train.error and chip and ONE_LAYER not in train.cost_basis:
         s.estimated_step_seconds = seconds
         s.estimated_tokens_per_s_per_chip = s.tokens_per_step / seconds / topology.chips
         s.estimated_chip_hours = run_seconds(run.cfg, reports, s.peak_flops_per_chip) * topology.chips / 3600
@@ -349,13 +353,13 @@ def prepare(topology_name: str, slices: int = 1):
 
 
 def main(config: str, topology_name: str, slices: int = 1, overrides=(), json_out: str | None = None,
-         programs=PROGRAMS) -> dict:
+         programs=PROGRAMS, estimate: bool = True) -> dict:
     """`jaxsink compile`: compile, print the table to stderr, write JSON, fail if a program does not fit."""
     import json
     import pathlib
     topology, devices = prepare(topology_name, slices)
     cfg = config_lib.load_config(config, list(overrides))
-    run, reports = compile_all(cfg, devices, programs)
+    run, reports = compile_all(cfg, devices, programs, estimate)
     summary = summarize(config, topology, run, reports)
     print(format_summary(summary), file=sys.stderr)
     result = summary.to_dict()

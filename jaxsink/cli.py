@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--json", help="also write the figures to this JSON file")
     co.add_argument("--programs", default="train,stats,eval,probe",
                     help="comma-separated: train (always), stats (train step with statistics), eval, probe")
+    co.add_argument("--estimate", action=argparse.BooleanOptionalAction, default=True,
+                    help="the step-time estimate of a scanned model compiles its step at 1 and 2 layers too "
+                         "(XLA counts a scanned layer once); --no-estimate: memory figures only")
     de = sub.add_parser("demo", help="the main job: Table 5's decoupling on Guo et al.'s Bigram-Backcopy testbed")
     de.add_argument("--workdir", default="runs/demo")
     de.add_argument("--text", action="store_true", help="the byte-level Shakespeare demo instead (about 20 minutes)")
@@ -245,7 +248,7 @@ def _demo_table(result) -> str:
 def cmd_compile(args, overrides):
     from jaxsink.aot import main as compile_main
     programs = tuple(p.strip() for p in args.programs.split(",") if p.strip())
-    return compile_main(args.config, args.topology, args.slices, overrides, args.json, programs)
+    return compile_main(args.config, args.topology, args.slices, overrides, args.json, programs, args.estimate)
 
 
 COMMANDS = {"compile": cmd_compile, "train": cmd_train, "eval": cmd_eval, "probe": cmd_probe, "sweep": cmd_sweep,
