@@ -197,14 +197,15 @@ def depth_extrapolate(cfg, devices, reports: list[ProgramReport]) -> None:
     cost(L) = cost(1) + (L - 1) (cost(2) - cost(1)), exact when the layers are identical. Memory stays the
     scanned program's own. Only the plain step is compiled shallow; the statistics step (the plain step plus
     an unrolled forward pass, counted in full) gets the plain step's correction added."""
-    depth, costs = cfg.model.n_layers, []
+    depth, costs, train = cfg.model.n_layers, [], reports[0]
+    if train.error:
+        return                   # no estimate for a step that does not fit
     for n_layers in (1, 2) if depth > 2 else (depth,):
         c = config_lib.from_dict(config_lib.to_dict(cfg))
         c.model.n_layers, c.model.scan_layers = n_layers, False
         progress(f"the cost of a layer: the training step unrolled at {n_layers} layer(s)")
         costs.append(_compile(c, devices, ("train",))[1][0])
-    train = reports[0]
-    if train.error or any(c.error for c in costs):
+    if any(c.error for c in costs):
         return
     correction = {}
     for field in COST_FIELDS:
