@@ -102,6 +102,9 @@ def _main(argv) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _init_distributed(args)
     try:
+        if not (args.coordinator or args.distributed):
+            from jaxsink.train.preemption import stop_if_noticed
+            stop_if_noticed()   # a notice during the imports or the parsing: stop before any command starts
         if overrides and args.command not in ("train", "sweep", "demo", "compile"):
             raise _usage(f"--config.* overrides are only accepted by 'train', 'sweep', 'demo' and 'compile', "
                          f"got {overrides[0]!r}")

@@ -17,27 +17,13 @@ import contextlib
 import logging
 import os
 import signal
-import threading
 
-_notice = threading.Event()   # set by the SIGTERM handler (one-process runs, and before jax.distributed starts)
+from jaxsink.notice import NOTICE as _notice   # set by the SIGTERM handler (one-process runs, and before
+from jaxsink.notice import install as install_handler   # jax.distributed starts); jaxsink.entry installs it first
 
 
 class Preempted(Exception):
     """The run saved a checkpoint at a step boundary after a preemption notice; one-line message, exit 0."""
-
-
-def _on_sigterm(signum, frame) -> None:   # noqa: ARG001 -- signal handler signature
-    _notice.set()
-
-
-def install_handler() -> bool:
-    """Catch SIGTERM as a preemption notice (main thread only; True if this call installed it)."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        return False
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    return True
 
 
 class _QuietSyncPoint(logging.Filter):
@@ -75,6 +61,15 @@ def _notice_while(active: bool):
         if installed:
             signal.signal(signal.SIGTERM, previous)
             _notice.clear()
+
+
+def stop_if_noticed() -> None:
+    """Before training starts (one process): a notice already here ends the command with one line and exit 0;
+    nothing is half-written and the same command then runs normally. A multi-process job instead hands the
+    notice to JAX's sync manager (`PreemptionWatch`), so that every process stops at the same step."""
+    if _notice.is_set():
+        from jaxsink.notice import message_before_start
+        raise Preempted(message_before_start())
 
 
 def early_notice():
