@@ -9,6 +9,7 @@ limit is real, costs 60-100 CPU-seconds a draw), and either compile (within the 
 with `DoesNotFit`'s one line naming the program and the topology.
 
     python benchmarks/fuzz_configs.py [--examples 500] [--seed 0] [--large-topology cpu-4] [--out fuzz.json]
+    python benchmarks/fuzz_configs.py --large-only --large-topology v5e-4 --examples 24   # real HBM limits
 
 Anything else (a traceback from inside JAX, a multi-line message, a non-finite loss of a valid config, a
 refusal that names neither a drawn key nor the file) counts as a failure and is printed with its config.
@@ -107,11 +108,16 @@ LARGE = st.fixed_dictionaries({
     "train.seq_len": st.sampled_from([1024, 2048, 4096]), "train.batch_size": st.sampled_from([16, 64, 256]),
     "model.vocab_size": st.sampled_from([32000, 49152])}, optional={
     "model.n_kv_heads": st.sampled_from([0, 4, 8]), "model.dtype": st.sampled_from(["float32", "bfloat16"])})
-LARGE_KEYS = ("model.d_model", "train.seq_len")   # a draw is large when it holds these (with LARGE's values)
-STRATEGY = st.builds(lambda valid, large, bad: {**valid, **(large or {}), **dict([bad] if bad else [])},
-                     st.fixed_dictionaries({}, optional=VALID),
-                     st.one_of(st.none(), st.none(), st.none(), st.none(), st.none(), st.none(), st.none(), LARGE),
+
+
+def strategy(large):
+    return st.builds(lambda valid, big, bad: {**valid, **(big or {}), **dict([bad] if bad else [])},
+                     st.fixed_dictionaries({}, optional=VALID), large,
                      st.one_of(st.sampled_from(INVALID), st.none()))
+
+
+STRATEGY = strategy(st.one_of(st.none(), st.none(), st.none(), st.none(), st.none(), st.none(), st.none(), LARGE))
+LARGE_ONLY = strategy(LARGE)   # `--large-only`: every draw large (a TPU topology's HBM limits, fewer draws)
 
 
 def corpora(root) -> dict[str, str]:
@@ -216,6 +222,7 @@ def main() -> None:
     p.add_argument("--out")
     p.add_argument("--log", help="append one JSON line per example here (partial results survive)")
     p.add_argument("--large-topology", default=LARGE_TOPOLOGY[0], help="compile the large draws for this topology")
+    p.add_argument("--large-only", action="store_true", help="every draw large (e.g. with --large-topology v5e-4)")
     args = p.parse_args()
     LARGE_TOPOLOGY[0] = args.large_topology
     import jax
@@ -230,7 +237,7 @@ def main() -> None:
     @seed(args.seed)
     @settings(max_examples=args.examples, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(STRATEGY)
+    @given(LARGE_ONLY if args.large_only else STRATEGY)
     def fuzz(overrides):
         workdir = root / f"w{sum(counts.values()) + len(failures)}"
         try:

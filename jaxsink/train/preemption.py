@@ -9,7 +9,9 @@ One process: a Python SIGTERM handler sets a flag, read at each step boundary. S
 when `jax.distributed.initialize` runs) and agrees on the step at which all processes save, which Orbax
 exposes as `CheckpointManager.reached_preemption(step)`; MaxText saves and stops when it returns True, as
 here. A SIGTERM that arrived before `initialize` (caught by the early handler) is re-sent to the process so
-that the sync manager sees it.
+that the sync manager sees it. The handler and its flag live in `jaxsink.notice`, which `jaxsink.entry` (the
+console script) installs before anything heavy is imported; a one-process notice that came before training
+started ends the command at once (`stop_if_noticed`).
 """
 from __future__ import annotations
 
@@ -73,8 +75,9 @@ def stop_if_noticed() -> None:
 
 
 def early_notice():
-    """The CLI's whole run: SIGTERM is a notice from its first line on; the previous handler is put back after
-    (so that `jaxsink.cli.main` called in-process, as the tests do, leaves the caller's SIGTERM alone)."""
+    """`cli.main`'s whole run: SIGTERM is a notice. Under the `jaxsink` command the handler is already there
+    (`jaxsink.entry`, before the imports) and stays; called in-process, as the tests do, the previous handler
+    is put back after, so that the caller's SIGTERM is left alone."""
     return _notice_while(True)
 
 
