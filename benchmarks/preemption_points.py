@@ -128,6 +128,7 @@ def preempt_once(cmd, env, delay: float) -> dict:
     match = PREEMPTED.match(lines[0]) if len(lines) == 1 else None
     return {"delay_s": round(delay, 3), "signalled": signalled, "returncode": proc.returncode,
             "saved_step": int(match.group(1)) if match else None, "finished": out.strip().startswith("{"),
+            "before_start": len(lines) == 1 and bool(BEFORE_START.match(lines[0])),
             "one_line": len(lines) == 1 or (not lines and out.strip().startswith("{")),
             "stderr_tail": err[-500:] if proc.returncode or len(lines) > 1 else ""}
 
@@ -151,6 +152,8 @@ def run(n_signals: int, seed: int, steps: int, root, log=print, edges: bool = Tr
         log(json.dumps(edge["startup"]))
     for _ in range(n_signals):
         left = steps - (kill_points._steps_on_disk(preempted) or [0])[-1]
+        if left <= 0:
+            break                # finished: a further launch only re-runs a finished run
         delay = float(rng.uniform(0.3, timing["startup_s"] + timing["train_s"] * left / steps + timing["tail_s"]))
         launches.append(preempt_once(cmd, env, delay))
         log(json.dumps(launches[-1]))
@@ -164,6 +167,7 @@ def run(n_signals: int, seed: int, steps: int, root, log=print, edges: bool = Tr
     return {"signals": len(signalled), "exit_0": sum(x["returncode"] == 0 for x in signalled),
             "one_line": sum(x["one_line"] for x in signalled),
             "saved_a_step": sum(x["saved_step"] is not None for x in signalled),
+            "before_training": sum(x["before_start"] for x in signalled),
             "after_the_last_step": sum(x["finished"] for x in signalled),
             "saved_steps": [x["saved_step"] for x in signalled], **same, "seed": seed, "steps": steps,
             "reference": timing, "edges": edge, "launches": launches}
