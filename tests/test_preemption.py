@@ -98,3 +98,25 @@ def test_notice_in_process_stops_at_the_next_step_boundary(tmp_path):
     assert "\n" not in str(e.value)
     assert signal.getsignal(signal.SIGTERM) is before
     assert loop.train(cfg, tmp_path / "run", devices=jax.devices()[:1], progress=False)["start_step"] == 1
+
+
+def test_the_supervisor_passes_on_an_early_notice_and_reports_a_child_killed_in_start_up(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """A multi-process command's supervisor got the notice before its child existed: it passes it on once the
+    child exists; the child (here a stand-in without a handler, as in its first milliseconds) dies of it, and
+    the supervisor ends with the one line and status 0: the child had started nothing."""
+    from jaxsink import notice, supervise
+    child = tmp_path / "child"
+    child.write_text("#!/bin/sh\nexec sleep 30\n")
+    child.chmod(0o755)
+    monkeypatch.setattr(supervise.sys, "executable", str(child))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    notice.NOTICE.set()
+    try:
+        assert supervise.run_child(["train"]) == 0
+    finally:
+        notice.NOTICE.clear()
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and preemption_points.BEFORE_START.match(err[0]), err
