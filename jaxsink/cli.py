@@ -10,6 +10,10 @@ exit with status 2, before any compute.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":   # `python -m jaxsink.cli`: the SIGTERM handler before the slow imports (jaxsink.entry)
+    from jaxsink import notice
+    notice.install()
+
 import argparse
 import json
 import logging
@@ -244,4 +248,4 @@ COMMANDS = {"compile": cmd_compile, "train": cmd_train, "eval": cmd_eval, "probe
             "demo": cmd_demo, "impact": lambda args, overrides: impact_cli.command(args, _probe_source)}
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(notice.then_ignore(main))

@@ -1,8 +1,8 @@
 """The `jaxsink` command (console script, and `python -m jaxsink.entry`): SIGTERM is a preemption notice from
 the process's first lines to its exit.
 
-`jaxsink.cli` imports JAX, Flax and Orbax (seconds of start-up) before its `main` can run, so the console
-script's own `from jaxsink.cli import main` left a window where a SIGTERM killed the process by the default
+`jaxsink.cli` imports JAX, Flax and Orbax (seconds of start-up) before its `main` can run, so a console
+script doing `from jaxsink.cli import main` left a window where a SIGTERM killed the process by the default
 action (status -15; seen in CI 11 s after a launch under load). Here the handler (`jaxsink.notice`,
 standard library only) is installed before anything heavy is imported; `jaxsink.cli.main` then reads the
 notice (before training started: exit 0 with one line, no checkpoint written; during training: a checkpoint
@@ -11,7 +11,6 @@ at the next step boundary, exit 0). After `cli.main` returns, SIGTERM is ignored
 decided, and `SIG_IGN`, unlike a Python handler, survives the interpreter's finalisation. What is left is
 the interpreter's own start-up before this module runs (measured in RELIABILITY.md).
 """
-import signal
 import sys
 
 from jaxsink import notice
@@ -19,11 +18,11 @@ from jaxsink import notice
 
 def main(argv=None) -> int:
     notice.install()
-    try:
+
+    def command() -> int:
         from jaxsink.cli import main as cli_main
         return cli_main(argv)
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return notice.then_ignore(command)
 
 
 if __name__ == "__main__":

@@ -28,5 +28,15 @@ def install() -> bool:
     return True
 
 
+def then_ignore(command) -> int:
+    """`command()`, after which SIGTERM is ignored for the rest of the process: the work is saved and the exit
+    status decided, and teardown (atexit handlers, threads, finalisation, where CPython puts the default action
+    back in place of a Python handler) must not turn it into status -15. `SIG_IGN` survives finalisation."""
+    try:
+        return command()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def message_before_start() -> str:
     return "preempted before training started: nothing was saved or needed saving; re-run the same command"

@@ -120,3 +120,25 @@ def test_the_supervisor_passes_on_an_early_notice_and_reports_a_child_killed_in_
             signal.signal(s, h)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and preemption_points.BEFORE_START.match(err[0]), err
+
+
+@pytest.mark.parametrize("module", ["jaxsink.entry", "jaxsink.cli"])
+def test_sigterm_in_teardown_is_ignored_by_both_ways_to_start_the_command(module):
+    """`python -m jaxsink.entry` (what the console script runs) and `python -m jaxsink.cli`: once the command
+    returned (here `--help`, printed), SIGTERM is ignored to the end; with a Python handler left in place,
+    finalisation put the default back and a SIGTERM then gave status -15."""
+    import time
+    for _ in range(3):       # again if the process was gone before its disposition could be read (a slow poll)
+        proc = subprocess.Popen([sys.executable, "-m", module, "--help"], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert proc.stdout.readline().startswith("usage: jaxsink")
+        try:
+            while (disposition := preemption_points._disposition(proc.pid)) == "caught":
+                time.sleep(0.0002)
+            proc.send_signal(signal.SIGTERM)
+        except FileNotFoundError:
+            disposition = "exited"
+        proc.stdout.read()
+        if disposition != "exited":
+            break
+    assert (disposition, proc.wait(timeout=60)) == ("ignored", 0)
