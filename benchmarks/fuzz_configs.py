@@ -1,9 +1,15 @@
 """Fuzz whole run configs (model, train, mesh, stats, data): each drawn config either trains one step through
 the real path (`Run.create`: validation, corpus, tokenizer, spec, mesh, shardings; then the jitted step, with
 training-time statistics when `stats.every` is on) or is refused before compute with a one-line error naming
-the key (or the corpus file).
+the key (or the corpus file). About one draw in eight has large shapes (widths 1024-4096, sequences of
+1024-4096 tokens, up to 256 sequences a step): those are not trained but compiled through `jaxsink compile`'s
+path (`jaxsink.aot`: validation, abstract spec, mesh and shardings, the lowered and XLA-compiled training step
+for `--large-topology`: `cpu-4` by default, 3-6 s a draw; `v5e-4`, libtpu's abstract TPU devices whose HBM
+limit is real, costs 60-100 CPU-seconds a draw), and either compile (within the chips' HBM) or are refused
+with `DoesNotFit`'s one line naming the program and the topology.
 
-    python benchmarks/fuzz_configs.py [--examples 500] [--seed 0] [--out fuzz_configs.json]
+    python benchmarks/fuzz_configs.py [--examples 500] [--seed 0] [--large-topology cpu-4] [--out fuzz.json]
+    python benchmarks/fuzz_configs.py --large-only --large-topology v5e-4 --examples 24   # real HBM limits
 
 Anything else (a traceback from inside JAX, a multi-line message, a non-finite loss of a valid config, a
 refusal that names neither a drawn key nor the file) counts as a failure and is printed with its config.
@@ -94,9 +100,24 @@ INVALID = [
     ("data.heldout_fraction", 0.0), ("data.heldout_fraction", 1.0), ("data.corpus", "empty"),
     ("data.corpus", "missing"), ("data.corpus", "binary"), ("data.corpus", "short"),
 ]
-STRATEGY = st.builds(lambda valid, bad: {**valid, **dict([bad] if bad else [])},
-                     st.fixed_dictionaries({}, optional=VALID),
+# large shapes (about one draw in eight) replace the small ones: compiled for LARGE_TOPOLOGY, never trained
+LARGE = st.fixed_dictionaries({
+    "model.d_model": st.sampled_from([1024, 2048, 4096]), "model.n_heads": st.sampled_from([8, 16, 32]),
+    "model.d_head": st.sampled_from([64, 128]), "model.d_ff": st.sampled_from([2816, 8192, 14336]),
+    "model.n_layers": st.sampled_from([2, 4]), "model.max_seq_len": st.sampled_from([2048, 4096]),
+    "train.seq_len": st.sampled_from([1024, 2048, 4096]), "train.batch_size": st.sampled_from([16, 64, 256]),
+    "model.vocab_size": st.sampled_from([32000, 49152])}, optional={
+    "model.n_kv_heads": st.sampled_from([0, 4, 8]), "model.dtype": st.sampled_from(["float32", "bfloat16"])})
+
+
+def strategy(large):
+    return st.builds(lambda valid, big, bad: {**valid, **(big or {}), **dict([bad] if bad else [])},
+                     st.fixed_dictionaries({}, optional=VALID), large,
                      st.one_of(st.sampled_from(INVALID), st.none()))
+
+
+STRATEGY = strategy(st.one_of(st.none(), st.none(), st.none(), st.none(), st.none(), st.none(), st.none(), LARGE))
+LARGE_ONLY = strategy(LARGE)   # `--large-only`: every draw large (a TPU topology's HBM limits, fewer draws)
 
 
 def corpora(root) -> dict[str, str]:
@@ -123,13 +144,43 @@ def config_of(overrides: dict, paths: dict):
     return cfg
 
 
+def is_large(overrides: dict) -> bool:
+    return overrides.get("model.d_model", 0) >= 1024 and overrides.get("train.seq_len", 0) >= 1024
+
+
+LARGE_TOPOLOGY = [f"cpu-{DEVICES}"]   # `--large-topology` (v5e-4: TPU HBM limits, about 20x the CPU time)
+
+
+def large_topology():
+    from jaxsink import topology
+    return topology.parse_topology(LARGE_TOPOLOGY[0])
+
+
+def compile_large(overrides: dict, paths: dict) -> tuple[str, str]:
+    """`jaxsink compile`'s path for a large draw: ('compiled', 'GiB per chip') or ('refused', message)."""
+    from jaxsink import aot
+    from jaxsink import topology as topo_lib
+    from jaxsink.cli import _user_errors
+    try:
+        cfg = config_of(overrides, paths)
+        topology = large_topology()
+        run, reports = aot.compile_all(cfg, topo_lib.devices(topology), programs=("train",))
+        summary = aot.summarize("fuzz", topology, run, reports)
+        aot.check_fits(summary)
+    except _user_errors() as e:
+        return "refused", str(e)
+    return "compiled", f"{reports[0].total_bytes / aot.GiB:.2f} GiB per chip on {topology.name}"
+
+
 def one(overrides: dict, paths: dict, workdir) -> tuple[str, str]:
-    """('trained', loss) or ('refused', message); any other outcome raises."""
+    """('trained', loss), ('compiled', memory) or ('refused', message); any other outcome raises."""
     import jax
     from jaxsink.cli import _user_errors
     from jaxsink.train.loop import compile_steps
     from jaxsink.train.setup import Run
     from jaxsink.train.stats import training_stats
+    if is_large(overrides):
+        return compile_large(overrides, paths)
     try:
         cfg = config_of(overrides, paths)
         run = Run.create(cfg, workdir, jax.devices()[:DEVICES])
@@ -147,9 +198,12 @@ def one(overrides: dict, paths: dict, workdir) -> tuple[str, str]:
 
 
 def names_the_problem(message: str, overrides: dict, paths: dict) -> bool:
-    """A refusal names a drawn key (dotted, or its last part), the mesh, or the corpus file."""
-    keys = [k for k in overrides] + ["mesh", "data.corpus", "model.", "train."]
-    return any(k in message or k.split(".")[-1] in message for k in keys) or \
+    """A refusal names a drawn key (dotted, or its last part), the mesh, or the corpus file; a large draw may
+    instead not fit (`DoesNotFit`: the program and the topology)."""
+    if is_large(overrides) and " does not fit " in message:
+        return True
+    names = [*overrides, "mesh", "data.corpus", "model.", "train."]
+    return any(k in message for k in names) or any(k.split(".")[-1] in message for k in overrides) or \
         any(p in message for p in paths.values())
 
 
@@ -167,20 +221,23 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
     p.add_argument("--log", help="append one JSON line per example here (partial results survive)")
+    p.add_argument("--large-topology", default=LARGE_TOPOLOGY[0], help="compile the large draws for this topology")
+    p.add_argument("--large-only", action="store_true", help="every draw large (e.g. with --large-topology v5e-4)")
     args = p.parse_args()
+    LARGE_TOPOLOGY[0] = args.large_topology
     import jax
     jax.config.update("jax_num_cpu_devices", DEVICES)
     from hypothesis import HealthCheck, given, seed, settings
     root = pathlib.Path(tempfile.mkdtemp(prefix="jaxsink-fuzz-"))
     paths = corpora(root / "corpora")
-    counts = {"trained": 0, "refused": 0}
+    counts = {"trained": 0, "compiled": 0, "refused": 0}
     failures, refusals = [], {}
     t0 = time.time()
 
     @seed(args.seed)
     @settings(max_examples=args.examples, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(STRATEGY)
+    @given(LARGE_ONLY if args.large_only else STRATEGY)
     def fuzz(overrides):
         workdir = root / f"w{sum(counts.values()) + len(failures)}"
         try:
@@ -201,8 +258,9 @@ def main() -> None:
             refusals[key] = refusals.get(key, 0) + 1
     fuzz()
     result = {"examples": sum(counts.values()) + len(failures), **counts, "failures": len(failures),
-              "seed": args.seed, "wall_s": round(time.time() - t0, 1), "refusals_by_first_word": refusals,
-              "failure_details": failures}
+              "seed": args.seed, "large_topology": args.large_topology, "wall_s": round(time.time() - t0, 1),
+              "cpu_s": round(time.process_time(), 1), "load_average": os.getloadavg(),
+              "refusals_by_first_word": refusals, "failure_details": failures}
     print(json.dumps(result, indent=2, default=str))
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps(result, indent=1, default=str))

@@ -44,7 +44,7 @@ def overrides(corpus: str, steps: int) -> list[str]:
 
 
 def command(workdir, corpus: str, steps: int) -> list[str]:
-    return [sys.executable, "-m", "jaxsink.cli", "train", "--config", "tiny", "--workdir", str(workdir),
+    return [sys.executable, "-m", "jaxsink.entry", "train", "--config", "tiny", "--workdir", str(workdir),
             "--no-progress", *(f"--config.{o}" for o in overrides(corpus, steps))]
 
 

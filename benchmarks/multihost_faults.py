@@ -49,7 +49,7 @@ def launch(workdir, corpus: str, atomicity: str) -> list[subprocess.Popen]:
     port = _free_port()
     env = {**kill_points.environment(), "JAX_NUM_CPU_DEVICES": "2", "JAXSINK_CHECKPOINT_ATOMICITY": atomicity}
     return [subprocess.Popen(
-        [sys.executable, "-m", "jaxsink.cli", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+        [sys.executable, "-m", "jaxsink.entry", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
          "--process-id", str(i), "--heartbeat-timeout", str(HEARTBEAT_S), "train", "--config", "tiny",
          "--workdir", str(workdir), "--no-progress", *(f"--config.{o}" for o in overrides(corpus))],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]

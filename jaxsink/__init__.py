@@ -20,6 +20,7 @@ lower layer (checked by `tests/test_layering.py`, function-local imports include
 
 # lowest first; the packages of one layer do not import each other
 LAYERS = (
+    ("jaxsink.notice",),                                    # the SIGTERM notice (standard library only)
     ("jaxsink.jsonio", "jaxsink.supervise"),                # JSON-ready values; the multi-process supervisor
     ("jaxsink.model.spec",),                                # the one model schema and its validation
     ("jaxsink.config",),                                    # the run config: schema, overrides, validation
@@ -37,7 +38,7 @@ LAYERS = (
     ("jaxsink.sweep",),                                     # train and probe every variant of a table
     ("jaxsink.bb_seeds",),                                  # the Bigram-Backcopy testbed's seeded claims, demo
     ("jaxsink.cli",),                                       # the command line
-    ("jaxsink",),                                           # this file: the public API
+    ("jaxsink", "jaxsink.entry"),                           # this file: the public API; the console script
 )
 
 # public name -> (module that defines it, its name there); a module of this package: (module, None). Functions

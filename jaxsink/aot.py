@@ -114,8 +114,10 @@ def _oom_summary(message: str) -> str:
     m = re.search(r"Used ([\d.]+[KMGT]?) of ([\d.]+[KMGT]?) hbm", message)
     if m:
         return f"needs {m.group(1)}B of HBM, the chip has {m.group(2)}B"
-    m = re.search(r"exceeds available HBM[^.\n]*", message)
-    return m.group(0) if m else " ".join(message.split())[:160]
+    m = re.search(r"required for ([^()\n]*?) ?\(([\d.]+[KMGT]?)\) exceeds available HBM \(([\d.]+[KMGT]?)\)", message)
+    if m:
+        return f"needs {m.group(2)}B of HBM for {m.group(1)}, the chip has {m.group(3)}B"
+    return " ".join(message.split())[:160]
 
 
 # ---------------------------------------------------------------- the programs

@@ -10,6 +10,10 @@ exit with status 2, before any compute.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":   # `python -m jaxsink.cli`: the SIGTERM handler before the slow imports (jaxsink.entry)
+    from jaxsink import notice
+    notice.install()
+
 import argparse
 import json
 import logging
@@ -109,6 +113,9 @@ def _main(argv) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _init_distributed(args)
     try:
+        if not (args.coordinator or args.distributed):
+            from jaxsink.train.preemption import stop_if_noticed
+            stop_if_noticed()   # a notice during the imports or the parsing: stop before any command starts
         if overrides and args.command not in ("train", "sweep", "demo", "compile"):
             raise _usage(f"--config.* overrides are only accepted by 'train', 'sweep', 'demo' and 'compile', "
                          f"got {overrides[0]!r}")
@@ -255,4 +262,4 @@ COMMANDS = {"compile": cmd_compile, "train": cmd_train, "eval": cmd_eval, "probe
             "demo": cmd_demo, "impact": lambda args, overrides: impact_cli.command(args, _probe_source)}
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(notice.then_ignore(main))

@@ -34,10 +34,13 @@ def supervised() -> bool:
 
 def run_child(argv: list[str]) -> int:
     """Run `jaxsink ARGV` as a child; relay stdout and stderr; one line if it stopped because a peer died."""
-    child = subprocess.Popen([sys.executable, "-m", "jaxsink.cli", *argv], env={**os.environ, ENV: "1"},
+    from jaxsink.notice import NOTICE, message_before_start
+    child = subprocess.Popen([sys.executable, "-m", "jaxsink.entry", *argv], env={**os.environ, ENV: "1"},
                              stderr=subprocess.PIPE, text=True, errors="replace")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: child.send_signal(signum))
+    if NOTICE.is_set():                  # a notice that reached this process before the child existed
+        child.send_signal(signal.SIGTERM)
     held, reason, fatal = [], [], False
     for line in child.stderr:
         if fatal:
@@ -55,6 +58,9 @@ def run_child(argv: list[str]) -> int:
     for _ in child.stderr:
         pass
     rc = child.wait()
+    if rc == -signal.SIGTERM:            # passed on before the child's handler existed: it had started nothing
+        print(f"jaxsink: {message_before_start()}", file=sys.stderr)
+        return 0
     if rc != 0 and (fatal or _PEER_LOST.search("".join(held))):
         detail = " ".join("".join(reason or _last_error(held)).split())[:300]
         print(f"jaxsink: error: the distributed job lost a process ({detail}): this process stopped; re-run the "

@@ -60,6 +60,17 @@ def test_a_program_that_does_not_fit_is_one_line_naming_it():
         check_fits(s)
 
 
+def test_xla_out_of_memory_messages_become_need_and_capacity():
+    """Both forms of XLA:TPU's RESOURCE_EXHAUSTED (the second one was cut at its first decimal point, found by
+    the large draws of benchmarks/fuzz_configs.py: 'exceeds available HBM (15')."""
+    from jaxsink.aot import _oom_summary
+    assert _oom_summary("RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. Used 423.9G of 95.74G hbm. "
+                        "Exceeded hbm capacity by 328.2G.") == "needs 423.9GB of HBM, the chip has 95.74GB"
+    assert _oom_summary("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+                        "(235.00G) exceeds available HBM (15.75G).") == \
+        "needs 235.00GB of HBM for HLO temporaries, the chip has 15.75GB"
+
+
 def test_without_libtpu_the_command_says_how_to_get_it(monkeypatch, capsys):
     import sys
     from jaxsink.cli import main

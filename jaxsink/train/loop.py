@@ -40,6 +40,8 @@ def train(cfg, workdir, *, devices=None, progress: bool = True, stats=None) -> d
     workdir = pathlib.Path(workdir)
     check_workdir_config(cfg, workdir)
     run = Run.create(cfg, workdir, devices)
+    if jax.process_count() == 1:
+        preemption.stop_if_noticed()   # a notice during start-up (imports, data, tokenizer): stop here
     workdir.mkdir(parents=True, exist_ok=True)
     primary = jax.process_index() == 0   # on a pod only process 0 owns the workdir files and the lock
     with workdir_lock(workdir) if primary else contextlib.nullcontext(), preemption.sigterm_as_notice():

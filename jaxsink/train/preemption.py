@@ -9,7 +9,9 @@ One process: a Python SIGTERM handler sets a flag, read at each step boundary. S
 when `jax.distributed.initialize` runs) and agrees on the step at which all processes save, which Orbax
 exposes as `CheckpointManager.reached_preemption(step)`; MaxText saves and stops when it returns True, as
 here. A SIGTERM that arrived before `initialize` (caught by the early handler) is re-sent to the process so
-that the sync manager sees it.
+that the sync manager sees it. The handler and its flag live in `jaxsink.notice`, which `jaxsink.entry` (the
+console script) installs before anything heavy is imported; a one-process notice that came before training
+started ends the command at once (`stop_if_noticed`).
 """
 from __future__ import annotations
 
@@ -17,27 +19,13 @@ import contextlib
 import logging
 import os
 import signal
-import threading
 
-_notice = threading.Event()   # set by the SIGTERM handler (one-process runs, and before jax.distributed starts)
+from jaxsink.notice import NOTICE as _notice   # set by the SIGTERM handler (one-process runs, and before
+from jaxsink.notice import install as install_handler   # jax.distributed starts); jaxsink.entry installs it first
 
 
 class Preempted(Exception):
     """The run saved a checkpoint at a step boundary after a preemption notice; one-line message, exit 0."""
-
-
-def _on_sigterm(signum, frame) -> None:   # noqa: ARG001 -- signal handler signature
-    _notice.set()
-
-
-def install_handler() -> bool:
-    """Catch SIGTERM as a preemption notice (main thread only; True if this call installed it)."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-        return False
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    return True
 
 
 class _QuietSyncPoint(logging.Filter):
@@ -77,9 +65,19 @@ def _notice_while(active: bool):
             _notice.clear()
 
 
+def stop_if_noticed() -> None:
+    """Before training starts (one process): a notice already here ends the command with one line and exit 0;
+    nothing is half-written and the same command then runs normally. A multi-process job instead hands the
+    notice to JAX's sync manager (`PreemptionWatch`), so that every process stops at the same step."""
+    if _notice.is_set():
+        from jaxsink.notice import message_before_start
+        raise Preempted(message_before_start())
+
+
 def early_notice():
-    """The CLI's whole run: SIGTERM is a notice from its first line on; the previous handler is put back after
-    (so that `jaxsink.cli.main` called in-process, as the tests do, leaves the caller's SIGTERM alone)."""
+    """`cli.main`'s whole run: SIGTERM is a notice. Under the `jaxsink` command the handler is already there
+    (`jaxsink.entry`, before the imports) and stays; called in-process, as the tests do, the previous handler
+    is put back after, so that the caller's SIGTERM is left alone."""
     return _notice_while(True)
 
 
