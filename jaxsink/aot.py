@@ -265,6 +265,7 @@ class CompileSummary:
     estimated_mfu: float = 0.0
     estimated_tokens_per_s_per_chip: float = 0.0
     estimated_chip_hours: float = 0.0
+    estimate_note: str = ""       # why there is no estimate, when there is none
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -290,6 +291,20 @@ def run_seconds(cfg, reports, peak_flops: float) -> float:
     return t.steps * plain + n_stats * extra
 
 
+def _no_estimate(train: ProgramReport, seconds: float, chip) -> str:
+    """Why the plain step's cost-model time is no estimate ("" when it is one). A time below the step's own
+    FLOPs at the chip's peak is impossible: XLA's cost model for that chip is then not usable (seen on v4)."""
+    if train.error or not chip:
+        return "no TPU chip" if not chip else "the training step does not fit"
+    if ONE_LAYER in train.cost_basis:
+        return train.cost_basis
+    at_peak = train.flops / chip.peak_flops
+    if seconds < at_peak:
+        return (f"XLA's cost-model time ({seconds * 1e3:.1f} ms) is below the step's {train.flops / 1e12:.0f} TFLOP "
+                f"per chip at the chip's peak ({at_peak * 1e3:.1f} ms): not a usable estimate for {chip.generation}")
+    return ""
+
+
 def summarize(config_name: str, topology, run, reports) -> CompileSummary:
     t = run.cfg.train
     chip = topology.chip
@@ -298,7 +313,8 @@ def summarize(config_name: str, topology, run, reports) -> CompileSummary:
                        t.batch_size * t.seq_len, t.steps, model_flops_per_step(run.spec, t), reports)
     train = reports[0]
     seconds = estimated_seconds(train, s.peak_flops_per_chip)
-    if seconds > 0 and not train.error and chip and ONE_LAYER not in train.cost_basis:
+    s.estimate_note = _no_estimate(train, seconds, chip)
+    if not s.estimate_note:
         s.estimated_step_seconds = seconds
         s.estimated_tokens_per_s_per_chip = s.tokens_per_step / seconds / topology.chips
         s.estimated_chip_hours = run_seconds(run.cfg, reports, s.peak_flops_per_chip) * topology.chips / 3600
@@ -338,6 +354,8 @@ def format_summary(s: CompileSummary) -> str:
         kernel = f"; attention kernel FLOPs {train.kernel_flops / 1e12:.1f} T/chip counted at peak (lower bound)" \
             if train.kernel_flops else ""
         lines.append(f"cost: {train.cost_basis}{kernel}")
+    if s.estimate_note and s.peak_flops_per_chip:
+        lines.append(f"no step-time estimate: {s.estimate_note}")
     if s.estimated_step_seconds:
         mfu = f", MFU {100 * s.estimated_mfu:.1f}%" if s.peak_flops_per_chip else ""
         lines.append(f"estimated (XLA cost model, not measured): train step {s.estimated_step_seconds * 1e3:.1f} ms"

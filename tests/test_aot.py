@@ -110,3 +110,14 @@ def test_scanned_step_costs_are_extrapolated_in_depth():
     assert costs[True].cost_basis.startswith("extrapolated to 3 layers") and costs[False].cost_basis == "compiled program"
     assert abs(costs[True].flops / costs[False].flops - 1) < 0.01
     assert abs(costs[True].estimated_seconds / costs[False].estimated_seconds - 1) < 0.3
+
+
+def test_a_cost_model_time_faster_than_peak_is_no_estimate():
+    """Seen on v4: XLA's cost-model time below the step's FLOPs at the chip's peak; no MFU is derived from it."""
+    from jaxsink import aot
+    from jaxsink.topology import parse_topology
+    chip = parse_topology("v4-128").chip
+    fast = aot.ProgramReport("train_step", flops=1.6e15, estimated_seconds=0.38)      # 1.6 PFLOP in 0.38 s
+    assert "below the step's 1600 TFLOP" in aot._no_estimate(fast, 0.38, chip)
+    slow = aot.ProgramReport("train_step", flops=1.6e15, estimated_seconds=9.0)
+    assert aot._no_estimate(slow, 9.0, chip) == ""
