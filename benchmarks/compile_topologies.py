@@ -49,6 +49,7 @@ def run_case(name: str, out: pathlib.Path) -> None:
 def table(out: pathlib.Path) -> str:
     rows = ["| case | program | HBM/chip GiB (args + temp + out) | of GiB | TFLOP/chip | est. step s | "
             "est. MFU | est. tok/s/chip | compile s | kernels |", "|" + "---|" * 10]
+    notes = []
     for path in sorted(out.glob("*.json")):
         r = json.loads(path.read_text())
         for p in r["programs"]:
@@ -62,10 +63,15 @@ def table(out: pathlib.Path) -> str:
             kernels = ", ".join(f"{k} x{n}" for k, n in p.get("custom_calls", {}).items())
             mfu = f"{100 * r['estimated_mfu']:.1f}%" if train and r["estimated_mfu"] else ""
             tok = f"{r['estimated_tokens_per_s_per_chip']:,.0f}" if train and r["estimated_mfu"] else ""
+            one_layer = "counted once" in p.get("cost_basis", "")
+            step = "n/a" if r.get("estimate_note") or one_layer else \
+                f"{p['estimated_seconds'] + p.get('kernel_flops', 0) / r['peak_flops_per_chip']:.3f}"
             rows.append(f"| {r.get('case', path.stem)} | {p['name']} | {mem} | {r['hbm_per_chip_bytes'] / GiB:.0f} | "
-                        f"{p['flops'] / 1e12:.1f} | {p['estimated_seconds']:.3f} | {mfu} | {tok} | "
+                        f"{p['flops'] / 1e12:.1f} | {step} | {mfu} | {tok} | "
                         f"{p['compile_seconds']:.0f} | {kernels} |")
-    return "\n".join(rows)
+        if r.get("estimate_note"):
+            notes.append(f"- {r.get('case', path.stem)}: no estimate: {r['estimate_note']}")
+    return "\n".join(rows + [""] + notes)
 
 
 def main() -> None:

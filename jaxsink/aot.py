@@ -164,6 +164,9 @@ def compile_all(cfg, devices, programs=PROGRAMS, estimate: bool = True) -> tuple
             depth_extrapolate(cfg, devices, reports)
         elif cfg.model.scan_layers:
             reports[0].cost_basis = f"compiled program: {ONE_LAYER} (--no-estimate)"
+        for report in reports:
+            if report.name == "eval_step" and cfg.model.scan_layers:
+                report.cost_basis = f"compiled program: {ONE_LAYER}"
         for report in reports[:2]:
             if report.custom_calls.get("tpu_custom_call") and report.name.startswith("train_step"):
                 report.kernel_flops = attention_flops_per_step(run.spec, cfg.train) / len(devices)
