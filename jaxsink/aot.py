@@ -294,13 +294,17 @@ def run_seconds(cfg, reports, peak_flops: float) -> float:
     return t.steps * plain + n_stats * extra
 
 
-def _no_estimate(train: ProgramReport, seconds: float, chip) -> str:
+def _no_estimate(train: ProgramReport, seconds: float, chip, model_flops: float = 0.0) -> str:
     """Why the plain step's cost-model time is no estimate ("" when it is one). A time below the step's own
-    FLOPs at the chip's peak is impossible: XLA's cost model for that chip is then not usable (seen on v4)."""
+    FLOPs at the chip's peak is impossible, and so is a FLOP count below the model's own (`model_flops`, per
+    chip): XLA's cost analysis is then not usable for that program (seen on v4 and v5e)."""
     if train.error or not chip:
         return "no TPU chip" if not chip else "the training step does not fit"
     if ONE_LAYER in train.cost_basis:
         return train.cost_basis
+    if train.flops + train.kernel_flops < 0.9 * model_flops:
+        return (f"XLA counts {(train.flops + train.kernel_flops) / 1e12:.1f} TFLOP per chip, below the model's "
+                f"{model_flops / 1e12:.1f}: its cost analysis is not usable for this program")
     at_peak = train.flops / chip.peak_flops
     if seconds < at_peak:
         return (f"XLA's cost-model time ({seconds * 1e3:.1f} ms) is below the step's {train.flops / 1e12:.0f} TFLOP "
@@ -316,7 +320,7 @@ def summarize(config_name: str, topology, run, reports) -> CompileSummary:
                        t.batch_size * t.seq_len, t.steps, model_flops_per_step(run.spec, t), reports)
     train = reports[0]
     seconds = estimated_seconds(train, s.peak_flops_per_chip)
-    s.estimate_note = _no_estimate(train, seconds, chip)
+    s.estimate_note = _no_estimate(train, seconds, chip, s.model_flops_per_step / topology.chips)
     if not s.estimate_note:
         s.estimated_step_seconds = seconds
         s.estimated_tokens_per_s_per_chip = s.tokens_per_step / seconds / topology.chips

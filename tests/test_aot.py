@@ -121,3 +121,5 @@ def test_a_cost_model_time_faster_than_peak_is_no_estimate():
     assert "below the step's 1600 TFLOP" in aot._no_estimate(fast, 0.38, chip)
     slow = aot.ProgramReport("train_step", flops=1.6e15, estimated_seconds=9.0)
     assert aot._no_estimate(slow, 9.0, chip) == ""
+    low_count = aot.ProgramReport("train_step", flops=3.4e12, estimated_seconds=9.0)   # llama_1b on v5e-16
+    assert "below the model's 13.6" in aot._no_estimate(low_count, 9.0, chip, 13.6e12)
