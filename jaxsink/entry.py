@@ -11,13 +11,36 @@ at the next step boundary, exit 0). After `cli.main` returns, SIGTERM is ignored
 decided, and `SIG_IGN`, unlike a Python handler, survives the interpreter's finalisation. What is left is
 the interpreter's own start-up before this module runs (measured in RELIABILITY.md).
 """
+import glob
+import importlib.util
+import os
 import sys
 
 from jaxsink import notice
 
+GOOGLE_PCI_VENDOR = "0x1ae0"    # TPU chips on a Cloud TPU VM
+
+
+def default_to_cpu_without_tpu() -> None:
+    """With the `[tpu]` extra (libtpu, for `jaxsink compile`) on a machine without TPU chips, JAX would try
+    to start libtpu and print several lines of initialisation errors before falling back to the CPU: make
+    the CPU the platform there unless JAX_PLATFORMS says otherwise or another accelerator is present."""
+    if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is None:
+        return
+    vendors = set()
+    for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
+        try:
+            with open(path) as f:
+                vendors.add(f.read().strip())
+        except OSError:
+            continue
+    if GOOGLE_PCI_VENDOR not in vendors and not glob.glob("/dev/accel*") and not glob.glob("/dev/nvidia[0-9]*"):
+        os.environ["JAX_PLATFORMS"] = "cpu"
+
 
 def main(argv=None) -> int:
     notice.install()
+    default_to_cpu_without_tpu()
 
     def command() -> int:
         from jaxsink.cli import main as cli_main

@@ -123,3 +123,22 @@ def test_a_cost_model_time_faster_than_peak_is_no_estimate():
     assert aot._no_estimate(slow, 9.0, chip) == ""
     low_count = aot.ProgramReport("train_step", flops=3.4e12, estimated_seconds=9.0)   # llama_1b on v5e-16
     assert "below the model's 13.6" in aot._no_estimate(low_count, 9.0, chip, 13.6e12)
+
+
+def test_with_libtpu_but_no_tpu_chip_the_command_defaults_to_the_cpu(monkeypatch):
+    """The `[tpu]` extra on a CPU machine: `jaxsink` sets JAX_PLATFORMS=cpu (no libtpu start-up errors), unless
+    the user set it or a TPU / GPU device is present."""
+    from jaxsink import entry
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.setattr(entry.importlib.util, "find_spec", lambda name: object())
+    devices = {"/sys/bus/pci/devices/*/vendor": [], "/dev/accel*": [], "/dev/nvidia[0-9]*": []}
+    monkeypatch.setattr(entry.glob, "glob", lambda pattern: devices[pattern])
+    entry.default_to_cpu_without_tpu()
+    assert entry.os.environ["JAX_PLATFORMS"] == "cpu"
+    monkeypatch.delenv("JAX_PLATFORMS")
+    devices["/dev/accel*"] = ["/dev/accel0"]                     # a Cloud TPU VM
+    entry.default_to_cpu_without_tpu()
+    assert "JAX_PLATFORMS" not in entry.os.environ
+    monkeypatch.setenv("JAX_PLATFORMS", "tpu")
+    entry.default_to_cpu_without_tpu()
+    assert entry.os.environ["JAX_PLATFORMS"] == "tpu"
