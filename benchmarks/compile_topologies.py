@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from jaxsink.aot import ProgramReport, estimated_seconds
+
 FSDP = ("--config.mesh.data=1", "--config.mesh.fsdp=-1")
 STEPS = ("--programs=train,stats",)
 # name: (config, topology, extra arguments), in the order they run
@@ -64,8 +66,9 @@ def table(out: pathlib.Path) -> str:
             mfu = f"{100 * r['estimated_mfu']:.1f}%" if train and r["estimated_mfu"] else ""
             tok = f"{r['estimated_tokens_per_s_per_chip']:,.0f}" if train and r["estimated_mfu"] else ""
             one_layer = "counted once" in p.get("cost_basis", "")
+            report = ProgramReport(**{k: v for k, v in p.items() if k != "total_bytes"})
             step = "n/a" if r.get("estimate_note") or one_layer else \
-                f"{p['estimated_seconds'] + p.get('kernel_flops', 0) / r['peak_flops_per_chip']:.3f}"
+                f"{estimated_seconds(report, r['peak_flops_per_chip']):.3f}"
             rows.append(f"| {r.get('case', path.stem)} | {p['name']} | {mem} | {r['hbm_per_chip_bytes'] / GiB:.0f} | "
                         f"{p['flops'] / 1e12:.1f} | {step} | {mfu} | {tok} | "
                         f"{p['compile_seconds']:.0f} | {kernels} |")
