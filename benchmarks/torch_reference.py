@@ -295,12 +295,15 @@ def path_table(spec: str) -> dict:
         key, value = item.split("=")
         if key not in table:
             raise SystemExit(f"unknown compute path {key!r}; known: {sorted(table)}")
-        table[key] = {"true": True, "false": False}.get(value.lower(), value)
+        table[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
     return table
 
 
 def serve(args) -> None:
     """A worker process: build and warm up (untimed; compilation happens here), then time one step per request."""
+    if args.serve == "jaxsink":
+        from jaxsink import cpu_malloc      # as the `jaxsink` command does; JAXSINK_MALLOC=default opts out
+        cpu_malloc.keep_temporaries_resident()
     cfg, spec, tokenizer, splits = setup(args)
     t0 = time.perf_counter()
     try:
@@ -336,6 +339,9 @@ def run_interleaved(args, cfg) -> dict:
     jax_env = {"JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1"}
     plan = [("jaxsink jit", "jaxsink", jax_env)]
     plan += [(f"jaxsink jit, paths {v}", "jaxsink", jax_env, v) for v in args.paths_variants]
+    for assignments in args.jax_env:
+        extra = dict(a.split("=", 1) for a in assignments.split())
+        plan.append((f"jaxsink jit, {assignments}", "jaxsink", {**jax_env, **extra}))
     for flags in args.xla_flags:
         flags = " ".join(f if f.startswith("--") else "--" + f for f in flags.split())
         plan.append((f"jaxsink jit, XLA_FLAGS={flags}", "jaxsink", {**jax_env, "XLA_FLAGS": flags}))
@@ -418,6 +424,9 @@ def main() -> None:
     p.add_argument("--xla-flags", nargs="*", default=[],
                    help="one more jaxsink worker per value, run with that XLA_FLAGS (leading -- optional: "
                         "'xla_cpu_use_xnnpack=false')")
+    p.add_argument("--jax-env", nargs="*", default=[],
+                   help="one more jaxsink worker per value, with these environment variables set: "
+                        "'MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4294967296'")
     p.add_argument("--paths-variants", nargs="*", default=[],
                    help="one more jaxsink worker per value, with these compute paths on CPU (`path_table`): "
                         "'accelerator' (the GPU/TPU table: the paths before issue 18) or 'key=value,...'")

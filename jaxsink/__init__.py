@@ -20,7 +20,8 @@ lower layer (checked by `tests/test_layering.py`, function-local imports include
 
 # lowest first; the packages of one layer do not import each other
 LAYERS = (
-    ("jaxsink.notice",),                                    # the SIGTERM notice (standard library only)
+    ("jaxsink.notice", "jaxsink.cpu_malloc"),               # the SIGTERM notice; glibc malloc for XLA CPU
+                                                            # (standard library only)
     ("jaxsink.jsonio", "jaxsink.supervise"),                # JSON-ready values; the multi-process supervisor
     ("jaxsink.model.spec",),                                # the one model schema and its validation
     ("jaxsink.config",),                                    # the run config: schema, overrides, validation

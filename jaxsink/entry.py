@@ -16,7 +16,7 @@ import importlib.util
 import os
 import sys
 
-from jaxsink import notice
+from jaxsink import cpu_malloc, notice
 
 GOOGLE_PCI_VENDOR = "0x1ae0"    # TPU chips on a Cloud TPU VM
 
@@ -27,6 +27,21 @@ def default_to_cpu_without_tpu() -> None:
     the CPU the platform there unless JAX_PLATFORMS says otherwise or another accelerator is present."""
     if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is None:
         return
+    if not accelerator_present():
+        os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def runs_on_cpu() -> bool:
+    """JAX will compute on the CPU: JAX_PLATFORMS names only the CPU, or it is unset and no accelerator is
+    present (a libtpu wheel alone is not one)."""
+    platforms = os.environ.get("JAX_PLATFORMS")
+    if platforms is not None:
+        return platforms.strip().lower() == "cpu"
+    return not accelerator_present()
+
+
+def accelerator_present() -> bool:
+    """A TPU (its PCI vendor id or /dev/accel*) or an NVIDIA device is on this machine."""
     vendors = set()
     for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
         try:
@@ -34,13 +49,14 @@ def default_to_cpu_without_tpu() -> None:
                 vendors.add(f.read().strip())
         except OSError:
             continue
-    if GOOGLE_PCI_VENDOR not in vendors and not glob.glob("/dev/accel*") and not glob.glob("/dev/nvidia[0-9]*"):
-        os.environ["JAX_PLATFORMS"] = "cpu"
+    return GOOGLE_PCI_VENDOR in vendors or bool(glob.glob("/dev/accel*")) or bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def main(argv=None) -> int:
     notice.install()
     default_to_cpu_without_tpu()
+    if runs_on_cpu():
+        cpu_malloc.keep_temporaries_resident()
 
     def command() -> int:
         from jaxsink.cli import main as cli_main
