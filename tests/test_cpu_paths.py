@@ -34,7 +34,7 @@ def forced(table: dict):
 
 def test_cpu_table_is_the_measured_choice():
     assert cpu_paths.paths("cpu") == {"flat_dots": True, "attention": "explicit", "fuse_projections": True,
-                                      "materialize_tables": True}
+                                      "materialize_tables": True, "attention_blocks": 4}
     assert cpu_paths.paths("tpu")["attention"] == cpu_paths.paths("gpu")["attention"] == "fused"
     assert cpu_paths.paths("unknown") == cpu_paths.DEFAULT_PATHS
 
@@ -63,6 +63,28 @@ def test_causal_attention_matches_numpy(hkv, window):
     np.testing.assert_allclose(np.asarray(got), numpy_attention(q, k, v, window), rtol=1e-5, atol=1e-5)
     if window == 1:      # planted: each query sees only itself
         np.testing.assert_allclose(np.asarray(got), v, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("blocks,hkv,window", [(2, 4, 0), (4, 2, 0), (4, 1, 3), (4, 4, 1), (8, 2, 5), (3, 2, 0)])
+def test_blocked_causal_attention_matches_numpy_values_and_gradients(blocks, hkv, window):
+    """Query blocks that read only their visible keys (`attention_blocks`; T = 8, so 3 blocks fall back to
+    one): the float64 loop's values, and its directional derivatives of sum(y * w) in q, k and v."""
+    rng = np.random.default_rng(blocks * 100 + hkv * 10 + window)
+    q = rng.normal(size=(2, 8, 4, 6))
+    k, v = rng.normal(size=(2, 2, 8, hkv, 6))
+    w = rng.normal(size=q.shape)
+    f32 = [jnp.asarray(a, jnp.float32) for a in (q, k, v)]
+    got = cpu_paths.causal_attention(*f32, window, blocks=blocks)
+    np.testing.assert_allclose(np.asarray(got), numpy_attention(q, k, v, window), rtol=1e-5, atol=1e-5)
+    grads = jax.grad(lambda *a: jnp.sum(cpu_paths.causal_attention(*a, window, blocks=blocks) * w),
+                     argnums=(0, 1, 2))(*f32)
+    dirs = [rng.normal(size=a.shape) for a in (q, k, v)]
+    eps = 1e-6
+    plus = [a + eps * u for a, u in zip((q, k, v), dirs)]
+    minus = [a - eps * u for a, u in zip((q, k, v), dirs)]
+    want = (np.sum(numpy_attention(*plus, window) * w) - np.sum(numpy_attention(*minus, window) * w)) / (2 * eps)
+    got_dir = sum(float(np.sum(np.asarray(g, np.float64) * u)) for g, u in zip(grads, dirs))
+    np.testing.assert_allclose(got_dir, want, rtol=1e-4)
 
 
 def test_causal_attention_zero_queries_average_the_prefix():

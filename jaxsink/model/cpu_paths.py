@@ -15,6 +15,9 @@ The choice is explicit, per `jax.default_backend()` (`BACKEND_PATHS`):
   XLA's lowering of `jax.nn.dot_product_attention` ("fused"), which is kept on GPU (cuDNN) and TPU.
 - `fuse_projections`: projections that read the same input (q/k/v; SwiGLU's gate and up) as one matmul
   against concatenated weights (`dense_many`); the stored parameters keep their own shapes and names.
+- `attention_blocks`: the explicit attention's queries in this many blocks, each reading only the keys it
+  can see (`causal_attention`): the logits above the diagonal are not computed. On CPU, 4 blocks at
+  [16, 128, 4, 32], forward + backward: 12.5 vs 14.7 ms of CPU time (torch's SDPA: 12.4 ms).
 - `materialize_tables`: small tables computed once (`materialized`): RoPE's cos/sin [T, d/2] and the learning
   rate of the cosine schedule (a scalar). Otherwise XLA CPU fuses them into their elementwise consumers and
   evaluates the cos/sin once per element of q and k, and the schedule's cosine once per parameter element in
@@ -31,9 +34,12 @@ import jax.numpy as jnp
 from jaxsink.model import partitioning as part
 
 BACKEND_PATHS = {
-    "cpu": {"flat_dots": True, "attention": "explicit", "fuse_projections": True, "materialize_tables": True},
-    "gpu": {"flat_dots": False, "attention": "fused", "fuse_projections": False, "materialize_tables": False},
-    "tpu": {"flat_dots": False, "attention": "fused", "fuse_projections": False, "materialize_tables": False},
+    "cpu": {"flat_dots": True, "attention": "explicit", "fuse_projections": True, "materialize_tables": True,
+            "attention_blocks": 4},
+    "gpu": {"flat_dots": False, "attention": "fused", "fuse_projections": False, "materialize_tables": False,
+            "attention_blocks": 1},
+    "tpu": {"flat_dots": False, "attention": "fused", "fuse_projections": False, "materialize_tables": False,
+            "attention_blocks": 1},
 }
 DEFAULT_PATHS = BACKEND_PATHS["tpu"]
 NEG_INF = -1e30       # additive mask value: exp underflows to exactly 0, and no inf - inf NaN in the backward
@@ -90,23 +96,36 @@ def dense_many(x, ws):
     return [part.reshape(*x.shape[:-1], *w.shape[1:]) for part, w in zip(jnp.split(y, cuts, axis=1), ws)]
 
 
-def causal_attention(q, k, v, window: int = 0):
+def causal_attention(q, k, v, window: int = 0, blocks: int | None = None):
     """softmax(q k^T / sqrt(d) + causal mask) v for q [B, T, H, d], k, v [B, T, Hkv, d] -> [B, T, H, d].
 
     Query head h reads kv head h // (H / Hkv): the G = H / Hkv query heads of a group are stacked along the
-    query axis, so k and v are never repeated. `window` > 0 keeps the keys s > t - window (sliding window)."""
+    query axis, so k and v are never repeated. `window` > 0 keeps the keys s > t - window (sliding window).
+
+    With `attention_blocks` = n > 1 (and n dividing T) the queries are cut into n blocks and block i attends
+    only to the keys it can see (up to the end of the block, from its window's start): the keys past the
+    diagonal, half of the [T, T] logits, are never computed, forward or backward, as in a blocked CPU flash
+    kernel (torch's SDPA) but with an exact softmax per block (each block's row holds all its visible keys)."""
     b, t, h, d = q.shape
     hkv = k.shape[2]
     g = h // hkv
-    qg = jnp.transpose(q.reshape(b, t, hkv, g, d), (0, 2, 3, 1, 4)).reshape(b, hkv, g * t, d)
-    kt, vt = jnp.transpose(k, (0, 2, 1, 3)), jnp.transpose(v, (0, 2, 1, 3))
+    n = blocks if blocks is not None else paths().get("attention_blocks", 1)
+    n = n if n > 1 and t % n == 0 else 1
+    qg = jnp.transpose(q.reshape(b, t, hkv, g, d), (0, 2, 3, 1, 4))                  # [B, Hkv, G, T, d]
     qg = qg * jnp.asarray(1.0 / math.sqrt(d), q.dtype)
-    logits = jnp.einsum("bhtd,bhsd->bhts", qg, kt, preferred_element_type=jnp.float32)
+    kt, vt = jnp.transpose(k, (0, 2, 1, 3)), jnp.transpose(v, (0, 2, 1, 3))
     pos = jnp.arange(t)
     vis = pos[None, :] <= pos[:, None]
     if window:
         vis &= pos[None, :] > pos[:, None] - window
-    logits = logits + jnp.tile(jnp.where(vis, 0.0, NEG_INF), (g, 1))
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    y = jnp.einsum("bhts,bhsd->bhtd", probs, vt)                                   # [B, Hkv, G*T, d]
-    return jnp.transpose(y.reshape(b, hkv, g, t, d), (0, 3, 1, 2, 4)).reshape(b, t, h, d)
+    mask = jnp.where(vis, 0.0, NEG_INF)
+    size = t // n
+    outs = []
+    for lo in range(0, t, size):
+        hi, start = lo + size, max(0, lo - window + 1) if window else 0
+        qi = qg[:, :, :, lo:hi].reshape(b, hkv, g * size, d)
+        logits = jnp.einsum("bhtd,bhsd->bhts", qi, kt[:, :, start:hi], preferred_element_type=jnp.float32)
+        probs = jax.nn.softmax(logits + jnp.tile(mask[lo:hi, start:hi], (g, 1)), axis=-1).astype(v.dtype)
+        outs.append(jnp.einsum("bhts,bhsd->bhtd", probs, vt[:, :, start:hi]).reshape(b, hkv, g, size, d))
+    y = outs[0] if n == 1 else jnp.concatenate(outs, axis=3)                         # [B, Hkv, G, T, d]
+    return jnp.transpose(y, (0, 3, 1, 2, 4)).reshape(b, t, h, d)
