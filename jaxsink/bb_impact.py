@@ -40,6 +40,7 @@ import numpy as np
 
 from jaxsink import experiments
 from jaxsink.bb_seeds import MIN_SEEDS, TRAINED_RATIO, collect_table
+from jaxsink.impact.plots import _figure, _save
 from jaxsink.impact.runner import KEEP, ImpactOptions, impact
 from jaxsink.stats import uncertainty as unc
 from jaxsink.train.setup import load_trained
@@ -155,6 +156,25 @@ def report(name: str, table: dict, out) -> str:
     return "\n".join(lines)
 
 
+PLOTTED = ("window_cost", "sink_restore", "a4_tensor_cost", "a4_tensor_keep_gain")
+
+
+def plot(table: dict, path) -> str:
+    """Bars: each variant's mean figure (in % perplexity) with its 95% interval over seeds, per figure."""
+    plt, fig, axes = _figure(len(PLOTTED), 3.2)
+    for ax, f in zip(axes, PLOTTED):
+        ivs = [unc.bootstrap_mean(m[f]) for m in table.values()]
+        mean = [100 * math.expm1(i.mean) for i in ivs]
+        err = [[m - 100 * math.expm1(i.lo) for m, i in zip(mean, ivs)],
+               [100 * math.expm1(i.hi) - m for m, i in zip(mean, ivs)]]
+        ax.bar(range(len(ivs)), mean, yerr=err, capsize=3, color="tab:blue")
+        ax.axhline(100 * math.expm1(BAND), color="gray", ls=":", lw=1)
+        ax.set_xticks(range(len(ivs)), list(table), rotation=45, ha="right", fontsize=8)
+        ax.set_title(f.replace("_", " "), fontsize=9)
+        ax.set_ylabel("% perplexity" if f == PLOTTED[0] else "")
+    return _save(plt, fig, path)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m jaxsink.bb_impact", description=__doc__.split("\n")[0])
     p.add_argument("experiment")
@@ -170,6 +190,7 @@ def main(argv=None) -> int:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     table = run_all(args.experiment, args.runs, args.out, args.seeds, args.only)
     print(report(args.experiment, table, args.out))
+    print(plot(table, pathlib.Path(args.out) / "impact_claims.png"))
     return 0
 
 

@@ -22,7 +22,8 @@ def _impact_json(float_ppl=6.0, full=6.5, window=7.15, streaming=6.6, a4t=6.6, a
     quant = [{"name": n, "keep": k, "perplexity": p} for n, k, p in (
         ("A8/tensor", "none", 6.06), ("A4/tensor", "none", a4t), ("A4/tensor", KEEP, a4t_keep),
         ("A4/token", "none", 6.12), ("W8A8/tensor", "none", 6.03))]
-    eviction = [{"policy": f"window:{B}", "perplexity": window}, {"policy": f"streaming:1+{B - 1}", "perplexity": streaming}]
+    eviction = [{"policy": f"window:{B}", "perplexity": window},
+                {"policy": f"streaming:1+{B - 1}", "perplexity": streaming}]
     return {"float_perplexity": float_ppl, "decode_float_perplexity": full, "quant": quant, "eviction": eviction,
             "pruning": [{"method": "wanda", "pattern": "2:4", "perplexity": 6.9}]}
 
@@ -86,6 +87,7 @@ def test_report_writes_markdown_and_json(tmp_path):
     saved = json.loads((tmp_path / "impact_claims.json").read_text())
     assert "| pre | 3 |" in text and len(saved["claims"]) == len(experiments.load("bb_table5").IMPACT_CLAIMS)
     assert {c["verdict"] for c in saved["claims"] if c["a"] == "sandwich_qk"} == {"not run"}
+    assert (tmp_path / bb_impact.plot(table, tmp_path / "p.png").split("/")[-1]).stat().st_size > 1000
 
 
 def test_row_chunks_start_at_each_rows_bos():
