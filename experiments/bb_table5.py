@@ -17,6 +17,25 @@ BOS_CLAIMS = [
     ("DynamicTanh removes the massive activation on BOS", "cuts_spike", "dyt", "pre"),
 ]
 
+# (text, figure, relation, a, b): what the variants cost a deployment (`jaxsink.bb_impact`: figures, band and
+# rules there), judged over seeds; b None compares a's figure with 0. Written before the seeds were run.
+IMPACT_CLAIMS = [
+    ("Window-only eviction (8-token cache) costs pre-norm perplexity", "window_cost", ">", "pre", None),
+    ("Keeping BOS in the cache (StreamingLLM, 1 sink) recovers pre-norm's window loss", "sink_restore", ">",
+     "pre", None),
+    ("Window-only eviction costs sandwich norm perplexity (it keeps the BOS sink)", "window_cost", ">",
+     "sandwich", None),
+    ("Window-only eviction costs sandwich norm as much as pre-norm (both keep the sink)", "window_cost", "~",
+     "sandwich", "pre"),
+    ("Sandwich norm loses less perplexity than pre-norm under per-tensor A4", "a4_tensor_cost", "<", "sandwich", "pre"),
+    ("Sandwich norm loses less perplexity than pre-norm under per-tensor A8", "a8_tensor_cost", "<", "sandwich", "pre"),
+    ("Sandwich + QK-norm loses less perplexity than pre-norm under per-tensor A4", "a4_tensor_cost", "<",
+     "sandwich_qk", "pre"),
+    ("DynamicTanh loses less perplexity than pre-norm under per-tensor A4", "a4_tensor_cost", "<", "dyt", "pre"),
+    ("Keeping BOS exact recovers part of pre-norm's per-tensor A4 loss", "a4_tensor_keep_gain", ">", "pre", None),
+    ("Per-token A4 loses less than per-tensor A4 in pre-norm", "a4_tensor_over_token", ">", "pre", None),
+]
+
 
 def variants(scale, base):
     rows = table5_norm.variants(scale, base)

@@ -18,6 +18,26 @@ BOS_CLAIMS = [
     ("An unconditional per-head gate keeps the BOS sink", "keeps_sink", "uncond_head", "none"),
 ]
 
+# (text, figure, relation, a, b): deployment costs judged over seeds by `jaxsink.bb_impact` (rules there);
+# b None compares a's figure with 0. Written before the seeds were run.
+IMPACT_CLAIMS = [
+    ("Window-only eviction (8-token cache) costs the ungated model perplexity", "window_cost", ">", "none", None),
+    ("Window-only eviction costs the ungated model more than a conditional per-channel gate", "window_cost", ">",
+     "none", "cond_channel"),
+    ("Window-only eviction costs the ungated model more than a conditional per-head gate", "window_cost", ">",
+     "none", "cond_head"),
+    ("Window-only eviction costs a conditional per-channel gate nothing", "window_cost", "~", "cond_channel", None),
+    ("Window-only eviction costs a conditional per-head gate nothing", "window_cost", "~", "cond_head", None),
+    ("Window-only eviction costs an unconditional per-channel gate perplexity (it keeps the sink)", "window_cost",
+     ">", "uncond_channel", None),
+    ("Window-only eviction costs an unconditional per-head gate perplexity (it keeps the sink)", "window_cost", ">",
+     "uncond_head", None),
+    ("A conditional per-channel gate loses less than the ungated model under per-tensor A4", "a4_tensor_cost", "<",
+     "cond_channel", "none"),
+    ("A conditional per-head gate loses less than the ungated model under per-tensor A4", "a4_tensor_cost", "<",
+     "cond_head", "none"),
+]
+
 
 def variants(scale, base):
     return {gate: [f"model.gate={gate}"] for gate in GATES}

@@ -38,6 +38,7 @@ LAYERS = (
      "jaxsink.bb_dynamics"),                                # record; restated record; seed spread; BB plots
     ("jaxsink.sweep",),                                     # train and probe every variant of a table
     ("jaxsink.bb_seeds",),                                  # the Bigram-Backcopy testbed's seeded claims, demo
+    ("jaxsink.bb_impact",),                                 # the testbed's deployment costs, judged over seeds
     ("jaxsink.cli",),                                       # the command line
     ("jaxsink", "jaxsink.entry"),                           # this file: the public API; the console script
 )

@@ -35,13 +35,24 @@ def errors() -> tuple:
     return ImpactError, QuantError, CacheError, PruneError
 
 
+def _rows(args) -> int:
+    """A workdir trained on generated BOS-started sequences (bb_guo) and probed on its own held-out split:
+    their length, so that every chunk is one whole sequence from BOS (`ImpactOptions.rows`); else 0."""
+    if not args.workdir or args.text:
+        return 0
+    from jaxsink.data import bb_guo
+    from jaxsink.workdir import load_workdir_config
+    cfg = load_workdir_config(args.workdir)
+    return cfg.train.seq_len if cfg.data.corpus == bb_guo.NAME else 0
+
+
 def command(args, load_source) -> dict:
     """Check the options, load the model and text (`load_source(args)`, as for probe), run, summarise."""
     from jaxsink.impact.runner import PARTS, ImpactOptions, impact
     opts = ImpactOptions(args.seq_len, args.num_sequences, args.batch_size, args.calib_sequences,
                          tuple(args.parts or PARTS), tuple(args.entries), args.decode_len, args.decode_sequences,
                          tuple(args.budgets), args.sinks, args.keep_first, args.bos, not args.no_plots,
-                         not args.no_progress)
+                         not args.no_progress, rows=_rows(args))
     opts.check()
     model, text = load_source(args)
     r = impact(model, text, args.out, opts).to_json()

@@ -66,6 +66,8 @@ class ImpactOptions:
     bos: bool | None = None
     plots: bool = True
     progress: bool = True
+    rows: int = 0                     # > 0: the text is independent rows of this many tokens, each from BOS
+                                      # (bb_guo's held-out split): every chunk is one row, never two halves
 
     def check(self):
         unknown = sorted(set(self.parts) - set(PARTS)) + sorted(set(self.entries) - set(quant_grid()))
@@ -81,15 +83,33 @@ class ImpactOptions:
 def _split(model, text, opts):
     """(calibration batches, evaluation batches, decoding sequences), disjoint calibration/evaluation."""
     bos = model.bos if opts.bos is None else opts.bos
-    seqs = sequences(model.tokenizer, text, opts.seq_len, opts.num_sequences + opts.calib_sequences, bos)
+    seqs = _chunks(model.tokenizer, text, opts.seq_len, opts.num_sequences + opts.calib_sequences, bos, opts.rows)
     n_eval = (len(seqs) - opts.calib_sequences) // opts.batch_size * opts.batch_size
     if n_eval < 1:
         raise DataError(f"the text gives {len(seqs)} chunks of {opts.seq_len} tokens: too few for "
                         f"{opts.calib_sequences} calibration chunks and a batch of {opts.batch_size}")
     calib, rest = seqs[:opts.calib_sequences], seqs[opts.calib_sequences:][:n_eval]
     batches = [jnp.asarray(rest[i:i + opts.batch_size]) for i in range(0, n_eval, opts.batch_size)]
-    decode = sequences(model.tokenizer, text, opts.decode_len, opts.decode_sequences, bos) if "kv" in opts.parts else None
+    decode = None
+    if "kv" in opts.parts:
+        decode = _chunks(model.tokenizer, text, opts.decode_len, opts.calib_sequences + opts.decode_sequences, bos,
+                         opts.rows)[opts.calib_sequences:] if opts.rows else \
+            sequences(model.tokenizer, text, opts.decode_len, opts.decode_sequences, bos)
     return [jnp.asarray(calib)], batches, decode
+
+
+def _chunks(tokenizer, text, seq_len, num, bos, rows):
+    """The first `num` chunks of `seq_len` tokens; with `rows`, the first seq_len (after BOS) tokens of each
+    of the first `num` rows, so that a chunk starts where its sequence started (Guo et al.'s BOS)."""
+    if not rows:
+        return sequences(tokenizer, text, seq_len, num, bos)
+    body = seq_len - 1 if bos else seq_len
+    ids = np.asarray(tokenizer.encode(text), np.int32)
+    if body > rows or len(ids) < rows:
+        raise DataError(f"chunks of {seq_len} tokens{' with BOS' if bos else ''} do not fit rows of {rows} "
+                        f"tokens ({len(ids)} tokens of text)")
+    out = ids[: len(ids) // rows * rows].reshape(-1, rows)[:num, :body]
+    return np.concatenate([np.full((len(out), 1), tokenizer.bos_id, np.int32), out], 1) if bos else out
 
 
 def _ppl(fn, batches, *extra) -> float:
