@@ -269,7 +269,7 @@ class JaxStepper:
         cpu_paths.BACKEND_PATHS["cpu"] = path_table(paths)
         from jaxsink.train.step import make_train_step
         from train_throughput import model_flops_per_token
-        self.jax, self.run = jax, Run.create(cfg, WORKDIR, devices=jax.devices()[:1])
+        self.jax, self.run = jax, Run.create(cfg, WORKDIR, devices=jax.devices())   # JAX_NUM_CPU_DEVICES of the worker
         self.state = self.run.init_state()
         self.fn = jax.jit(make_train_step(self.run.graphdef, self.run.optimizer, cfg.train), donate_argnums=0)
         self.info = {"threads": len(os.sched_getaffinity(0)), "jax_version": jax.__version__,
