@@ -244,3 +244,28 @@ def test_seeded_verdict_rules_on_planted_tables():
     assert judge("more_sink", sink, none)[0] == "agrees" and judge("more_sink", none, sink)[0] == "disagrees"
     diverged = {**none, "loss": [5.0] * 3}
     assert judge("cuts_spike", diverged, sink)[0] == "inconclusive"
+
+
+def test_training_bos_statistics_read_the_whole_sequence(tmp_path):
+    """The logged `bos/attention` of a real training run equals the float64 mean, over every non-trigger
+    query of the whole T = 96 sequence, of the first step's attention on BOS (Guo et al.'s definition). The
+    statistics pass used to stop at `stats.sink_seq_len` = 64 positions, which reads a different quantity
+    (uniform attention: 0.074 over 64 positions, 0.024 over 256)."""
+    import json
+    from jaxsink.train.loop import train
+    from jaxsink.train.setup import Run
+    from jaxsink.train.stats import training_stats
+    cfg = load_config("bb_guo", ["model.d_model=16", "model.d_head=16", "model.d_ff=32", "model.max_seq_len=96",
+                                 "train.seq_len=96", "train.batch_size=2", "train.steps=1", "stats.every=1",
+                                 "train.checkpoint_every=0", "train.log_every=1"])
+    assert cfg.stats.sink_seq_len < cfg.train.seq_len
+    one = jax.devices()[:1]
+    train(cfg, tmp_path, devices=one, progress=False, stats=training_stats(cfg))
+    logged = next(json.loads(line) for line in open(tmp_path / "metrics.jsonl") if "bos/attention" in line)
+    run = Run.create(cfg, tmp_path, devices=one)
+    params = run.init_state()["params"]
+    inputs = np.asarray(run.train_batch(0)["inputs"])[0]                 # the first micro-batch [B, T]
+    _, inter = apply(run.graphdef, params, jnp.asarray(inputs), ("attn_probs",))
+    probs = np.asarray(collect(inter, 2)["attn_probs"][1], np.float64)[:, 0]      # [B, T, T], the one head
+    mask = ~np.isin(inputs, bb_guo.shipped_task().trigger_ids)
+    assert logged["bos/attention"][0] == pytest.approx(probs[..., 0][mask].mean(), rel=1e-4)

@@ -22,6 +22,7 @@ from jaxsink.train import preemption
 from jaxsink.train.checkpoint import CheckpointError
 from jaxsink.train.optim import schedule
 from jaxsink.train.setup import Run, evaluate
+from jaxsink.train.stats import stats_positions
 from jaxsink.train.step import make_train_step
 from jaxsink.workdir import check_workdir_config, workdir_lock, write_config
 
@@ -156,7 +157,7 @@ def compile_steps(run: Run, stats) -> TrainSteps:
     s = run.cfg.stats
     return TrainSteps(plain, jit(make_train_step(run.graphdef, run.optimizer, run.cfg.train, capture=capture,
                                                  stats_fn=stats_fn, stats_rows=s.sequences,
-                                                 stats_positions=s.sink_seq_len)))
+                                                 stats_positions=stats_positions(run.cfg))))
 
 
 def _check_finite(m, step, policy) -> None:

@@ -25,6 +25,15 @@ from jaxsink.stats.sink_validity import sink_ratio_defined
 CAPTURE = ("residual", "attn_probs")
 
 
+def stats_positions(cfg) -> int:
+    """Positions of each sequence the statistics pass reads: the paper's sink T (`stats.sink_seq_len`),
+    except on Guo et al.'s Bigram-Backcopy corpus, whose BOS-sink dynamics are defined over the whole
+    training sequence (their T = 256; uniform attention reads 0.024 there and 0.074 over 64 positions), so
+    the pass reads all `train.seq_len` positions and the sink statistics still take the first
+    `sink_seq_len` of them."""
+    return cfg.train.seq_len if cfg.data.corpus == bb_guo.NAME else cfg.stats.sink_seq_len
+
+
 def training_stats(cfg):
     """(capture names, stats_fn) for `train(..., stats=...)`."""
     n_blocks = 2 * cfg.model.n_layers
