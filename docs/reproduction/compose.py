@@ -7,6 +7,37 @@ from jaxsink.experiments import Claim
 from jaxsink.report import reproduction
 from jaxsink.restate import parse_sections
 
+
+def _why(c, now: str, ev: str, n: dict) -> str:
+    seeds = f"{n.get(c.a)} vs {n.get(c.b)} seeds"
+    if now == "not run":
+        return "variant not re-run (CPU time)"
+    if "floor" in ev:
+        return "no sinks at 0.3M tokens: the sink floor gates it"
+    if "not trained comparably" in ev:
+        return "perplexities differ > 1.3x: not trained comparably"
+    if "statistics disagree" in ev:
+        return f"top-1 |h| and top-1/median disagree ({seeds})"
+    if now == "agrees":
+        return f"interval over {seeds} " + ("inside the no-effect band" if c.relation == "~" else
+                                             "beyond the band, the claimed way")
+    if now == "disagrees":
+        return f"interval over {seeds} " + ("outside the no-effect band" if c.relation == "~" else
+                                             "beyond the band, the other way")
+    return f"interval over {seeds} reaches into the band"
+
+
+def _compact(ev: str) -> str:
+    """The effect interval(s) of a verdict's evidence, or the evidence itself (a gate's reason)."""
+    pieces = re.split(r"(top-1/median|top-1 \|h\||perplexity|sink ratio): ", ev)
+    out = []
+    for label, text in zip(pieces[1::2], pieces[2::2]):
+        m = re.search(r"(?:ratio|difference) [-+\d.]+(?:x| points)? \[[^\]]+\]", text)
+        if m:
+            out.append(f"{label} {m.group(0)}")
+    return "; ".join(out) or ev
+
+
 ROOT, DOC = pathlib.Path("runs/record"), pathlib.Path("docs/reproduction.md")
 KEEP_FROM = "## The previous record (2026-11-29) restated"
 old_doc = DOC.read_text()
@@ -41,21 +72,12 @@ for name, folder in sorted(seeded.items()):
         prev = sec["old"].get(c.text, "not encoded")
         restated = verdict(c, sec["results"])[0] if sec["results"] else "-"
         now, ev = verdict(c, res)
-        if now == "not run":
-            why = "variant not re-run (CPU time)"
-        elif "floor" in ev:
-            why = "no sinks at 0.3M tokens: the sink floor gates it"
-        elif "not trained comparably" in ev:
-            why = "perplexities differ > 1.3x"
-        elif now in ("agrees", "disagrees"):
-            why = f"interval over {n.get(c.a)} vs {n.get(c.b)} seeds beyond the no-effect band"
-        elif "statistics disagree" in ev:
-            why = "top-1 |h| and top-1/median disagree"
-        else:
-            why = f"interval over {n.get(c.a)} vs {n.get(c.b)} seeds does not clear the band"
-        if prev in ("agrees", "disagrees") and now == "inconclusive":
-            why += "; the previous verdict was one seed"
-        rows.append(f"| {name} | {c.text} | {prev} | {restated} | **{now}** | {ev} | {why} |")
+        why = _why(c, now, ev, n)
+        if prev != now and prev in ("agrees", "disagrees"):
+            why += "; the previous verdict was one seed at 1.0M tokens"
+        elif prev != now and now in ("agrees", "disagrees"):
+            why += "; first decided here (0.3M tokens; the previous record's budget was 1.0M)"
+        rows.append(f"| {name} | {c.text} | {prev} | {restated} | **{now}** | {_compact(ev)} | {why} |")
 marker = "\n## Prior work"
 i = body.index(marker)
 body = body[:i] + "\n" + "\n".join(rows) + "\n" + body[i:]
