@@ -6,11 +6,26 @@ prompt and answer are decoded token by token under the policy (teacher forcing).
 """
 from __future__ import annotations
 
+import dataclasses
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsink.data.passkey import passkey_document
 from jaxsink.impact import kvcache
+from jaxsink.impact.result import _Row
+
+
+@dataclasses.dataclass
+class PasskeyRow(_Row):
+    policy: str               # CachePolicy.label ("full" for the whole cache)
+    kind: str
+    budget: int
+    sinks: int
+    recent: int
+    accuracy: float           # share of prompts with every answer token right (greedy, teacher forcing)
+    answer_perplexity: float  # exp(mean NLL of the answer tokens)
 
 
 def prompts(tokenizer, bos: bool, n: int, filler_sentences: int, seed: int = 1):
@@ -30,6 +45,29 @@ def prompts(tokenizer, bos: bool, n: int, filler_sentences: int, seed: int = 1):
 
 def retrieval_accuracy(graphdef, params, tokens, start: int, policy: kvcache.CachePolicy) -> float:
     """Share of prompts whose answer tokens (positions start..T-1) are all predicted greedily."""
-    logits = kvcache.decode(graphdef, params, jnp.asarray(tokens), policy)
-    pred = np.asarray(jnp.argmax(logits[:, start - 1:-1], -1))
-    return float(np.mean(np.all(pred == tokens[:, start:], axis=1)))
+    return evaluate(graphdef, params, tokens, start, policy)[0]
+
+
+def evaluate(graphdef, params, tokens, start: int, policy: kvcache.CachePolicy) -> tuple[float, float]:
+    """(retrieval accuracy, answer perplexity) from one decode under `policy`."""
+    logits = jax.jit(lambda p, t: kvcache.decode(graphdef, p, t, policy))(params, jnp.asarray(tokens))
+    answer = np.asarray(jax.nn.log_softmax(logits[:, start - 1:-1].astype(jnp.float32), -1))
+    pred = answer.argmax(-1)
+    nll = -np.take_along_axis(answer, tokens[:, start:, None], -1).mean()
+    return float(np.mean(np.all(pred == tokens[:, start:], axis=1))), float(np.exp(nll))
+
+
+def run(model, params, policies, n: int, filler_sentences: int, bos: bool, bar=None) -> list[PasskeyRow]:
+    """Accuracy and answer perplexity of n held-out prompts (seed 1; training used seed 0) under the full
+    cache and each policy; a budget must be below the prompt length (else it is the full cache)."""
+    tokens, start = prompts(model.tokenizer, bos, n, filler_sentences)
+    too_long = [p.budget for p in policies if p.budget >= tokens.shape[1]]
+    if too_long:
+        raise kvcache.CacheError(f"passkey: budgets {too_long} are not below the prompt length {tokens.shape[1]}")
+    rows = []
+    for policy in [kvcache.CachePolicy("full", tokens.shape[1])] + list(policies):
+        acc, ppl = evaluate(model.graphdef, params, tokens, start, policy)
+        rows.append(PasskeyRow(policy.label, policy.kind, policy.budget, policy.sinks, policy.recent, acc, ppl))
+        if bar is not None:
+            bar.update()
+    return rows
