@@ -117,5 +117,7 @@ def test_passkey_part_of_the_runner(tmp_path):
     assert rows[0]["answer_perplexity"] == pytest.approx(np.exp(nll), rel=1e-4)
     assert rows[0]["accuracy"] == np.mean(np.all(logits.argmax(-1) == tokens[:, start:], axis=1))
     assert json.loads((tmp_path / "impact.json").read_text())["passkey"] == rows
+    from jaxsink.impact.tables import passkey_table
+    assert passkey_table({"passkey": rows}).splitlines()[3].startswith("| window:40 | 40 | ")
     with pytest.raises(CacheError, match="not below the prompt length"):
         runner.impact(model, "abcdefgh" * 200, tmp_path, dataclasses.replace(opts, budgets=(500,)))
