@@ -87,7 +87,8 @@ def test_passkey_corpus_and_retrieval():
     assert key.isdigit() and docs[0].endswith(f"the pass key is {key}.")
     assert load_config("configs/tiny_passkey.py").data.corpus == "passkey"
     tokens, start = passkey.prompts(ByteTokenizer(), True, n=3, filler_sentences=2)
-    assert tokens.shape[0] == 3 and bytes(tokens[0, start:].astype(np.uint8)).decode()[-1] == "."
+    assert tokens.shape[0] == 3 and bytes(tokens[0, start:].astype(np.uint8)).decode().isdigit()
+    assert tokens.shape[1] - start == 5 and tokens[0, 0] == ByteTokenizer().bos_id
     s, graphdef, params = _model(vocab_size=264, max_seq_len=128)
     logits = np.asarray(apply(graphdef, params, jnp.asarray(tokens))[0])
     want = np.mean(np.all(logits[:, start - 1:-1].argmax(-1) == tokens[:, start:], axis=1))

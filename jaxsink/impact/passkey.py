@@ -2,7 +2,7 @@
 
 Prompts come from `jaxsink.data.passkey` (the generated corpus a tiny model learns: `configs/tiny_passkey.py`).
 A prompt counts as retrieved when greedy next-token prediction gets every answer token right while the
-prompt and answer are decoded token by token under the policy (teacher forcing).
+prompt and answer (the 5-digit key) are decoded token by token under the policy (teacher forcing).
 """
 from __future__ import annotations
 
@@ -29,11 +29,13 @@ class PasskeyRow(_Row):
 
 
 def prompts(tokenizer, bos: bool, n: int, filler_sentences: int, seed: int = 1):
-    """(token ids [n, T], answer start) of n prompts + answers; byte-level prompts share one length."""
+    """(token ids [n, T], answer start) of n prompts + keys; byte-level prompts share one length."""
     rng = np.random.default_rng(seed)
     rows, starts = [], []
     for _ in range(n):
         prompt, answer = passkey_document(rng, filler_sentences)
+        answer = answer.removesuffix(".")   # the answer is the key: the full stop ending each document is
+        # the held-out split of configs/tiny_passkey.py, so the model never sees one after a recalled key
         ids = list(tokenizer.encode(prompt + answer))
         ids = ([tokenizer.bos_id] if bos else []) + ids
         rows.append(ids)
