@@ -122,3 +122,12 @@ def test_passkey_part_of_the_runner(tmp_path):
     assert passkey_table({"passkey": rows}).splitlines()[3].startswith("| window:40 | 40 | ")
     with pytest.raises(CacheError, match="not below the prompt length"):
         runner.impact(model, "abcdefgh" * 200, tmp_path, dataclasses.replace(opts, budgets=(500,)))
+
+
+def test_passkey_short_corpus():
+    """configs/tiny_passkey_short.py: 4 filler sentences, so every document is 20 * 4 + 36 + 38 + 6 bytes."""
+    from jaxsink.config import load_config
+    from jaxsink.data import load_corpus
+    docs = load_corpus("passkey_short")
+    assert len(docs) == 4096 and {len(d) for d in docs} == {160} and docs[0].count("the pass key is") == 2
+    assert load_config("configs/tiny_passkey_short.py").data.corpus == "passkey_short"
