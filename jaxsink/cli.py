@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                                                                 "only: HBM per chip and estimated chip-hours")
     sw.add_argument("--topology", help="with --compile-only: v5p-256, v5e-16, v6e-8, v4-32, cpu-8, ...")
     sw.add_argument("--slices", type=int, default=1, help="with --compile-only: number of slices")
+    sw.add_argument("--impact", action="store_true", help="also run jaxsink impact's small grid on every variant "
+                                                          "(VARIANT/impact/impact.json): the report's cost columns")
     sw.add_argument("--no-progress", action="store_true")
     co = sub.add_parser("compile", help="AOT-compile a config's programs for a TPU topology: HBM, FLOPs, estimates")
     co.add_argument("--config", required=True, help="config file or shipped name (paper_7b)")
@@ -214,7 +216,7 @@ def cmd_sweep(args, overrides):
     if args.report_only:
         return report_finished(args.experiment, args.scale, args.workdir, only=args.only)
     return sweep(args.experiment, args.scale, args.workdir, only=args.only, dry_run=args.dry_run, extra=overrides,
-                 progress=not args.no_progress, seeds=args.seeds)
+                 progress=not args.no_progress, seeds=args.seeds, impact=args.impact)
 
 
 DEMO_VARIANTS = ("pre", "sandwich", "sandwich_qk")

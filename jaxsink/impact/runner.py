@@ -18,13 +18,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxsink.data import DataError
-from jaxsink.impact import kvcache, outliers, plots, prune, qmodel
+from jaxsink.impact import kvcache, outliers, passkey, plots, prune, qmodel
 from jaxsink.impact.quant import BITS, QuantSpec
 from jaxsink.impact.result import EvictionRow, ImpactResult, LayerRow, PruneRow, QuantRow
 from jaxsink.model import apply
 from jaxsink.probe.pipeline import sequences
 
 PARTS = ("quant", "layers", "kv", "prune", "super")
+EXTRA_PARTS = ("passkey",)   # on request only: needs a model trained on configs/tiny_passkey.py
 KEEP = "sinks+spikes"
 W8, W4 = QuantSpec("int8", "channel"), QuantSpec("int4", "channel")
 A8T, A8K = QuantSpec("int8", "tensor"), QuantSpec("int8", "token")
@@ -68,9 +69,11 @@ class ImpactOptions:
     progress: bool = True
     rows: int = 0                     # > 0: the text is independent rows of this many tokens, each from BOS
                                       # (bb_guo's held-out split): every chunk is one row, never two halves
+    passkey_prompts: int = 32         # part "passkey": held-out prompts (jaxsink.impact.passkey)
+    passkey_filler: int = 12          # ... of this many filler sentences (as configs/tiny_passkey.py trains)
 
     def check(self):
-        unknown = sorted(set(self.parts) - set(PARTS)) + sorted(set(self.entries) - set(quant_grid()))
+        unknown = sorted(set(self.parts) - set(PARTS + EXTRA_PARTS)) + sorted(set(self.entries) - set(quant_grid()))
         if unknown:
             raise ImpactError(f"unknown grid part or entry {unknown}; parts {PARTS}, entries {sorted(quant_grid())}")
         if min(self.seq_len, self.num_sequences, self.batch_size, self.calib_sequences, self.decode_len) < 1:
@@ -220,7 +223,7 @@ def run_super(model, params, batches, ppl_of) -> dict | None:
 
 def _steps(opts, entries) -> int:
     return ((len(entries) if "quant" in opts.parts else 0) + (1 + 3 * len(opts.budgets) if "kv" in opts.parts else 0)
-            + (4 if "prune" in opts.parts else 0))
+            + (4 if "prune" in opts.parts else 0) + (1 + 3 * len(opts.budgets) if "passkey" in opts.parts else 0))
 
 
 def impact(model, text: str, out_dir, opts: ImpactOptions = ImpactOptions()) -> ImpactResult:
@@ -255,6 +258,9 @@ def impact(model, text: str, out_dir, opts: ImpactOptions = ImpactOptions()) -> 
             result.eviction, result.decode_float_perplexity = run_kv(model, params, decode_seqs, opts, bar)
         elif part == "prune":
             result.pruning = run_prune(model, params, calib, ppl_of, float_ppl, bar)
+        elif part == "passkey":
+            result.passkey = passkey.run(model, params, cache_policies(opts), opts.passkey_prompts,
+                                         opts.passkey_filler, model.bos if opts.bos is None else opts.bos, bar)
         else:
             result.super_weight = run_super(model, params, batches, ppl_of)
         wall[part] = time.perf_counter() - t0

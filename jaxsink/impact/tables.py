@@ -34,6 +34,14 @@ def kv_table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def passkey_table(r: dict) -> str:
+    """Retrieval accuracy and answer perplexity per cache policy (`--parts passkey`)."""
+    rows = ["| policy | budget | retrieval accuracy | answer perplexity |", "|---|---|---|---|"]
+    rows += [f"| {p['policy']} | {p['budget']} | {_f(100 * p['accuracy'], 0)}% | {_f(p['answer_perplexity'], 3)} |"
+             for p in r.get("passkey", [])]
+    return "\n".join(rows)
+
+
 def layer_summary(r: dict) -> str:
     layers = r["layers"]
     if not layers:
