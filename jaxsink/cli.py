@@ -224,7 +224,7 @@ DEMO_VARIANTS = ("pre", "sandwich", "sandwich_qk")
 
 def cmd_demo(args, overrides):
     """The main job: the paper's normalisation ablation (Table 5), pre-norm vs sandwich vs sandwich + QK-norm,
-    on the Bigram-Backcopy testbed (3 seeds; `jaxsink.bb_seeds.demo`) or, with --text, at tiny scale on
+    on the Bigram-Backcopy testbed (6 seeds x 800 steps; `jaxsink.bb_seeds.demo`) or, with --text, at tiny scale on
     byte-level Shakespeare, trained and probed on CPU; prints the table and the report's path. `--config.*`
     overrides apply to all three variants (e.g. `--config.train.steps=10000` for the run in which sinks appear)."""
     if not args.text:   # the testbed where sinks form in minutes (jaxsink.bb_seeds.demo)
