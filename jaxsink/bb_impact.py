@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxsink import experiments
 from jaxsink.bb_seeds import MIN_SEEDS, TRAINED_RATIO, collect_table
-from jaxsink.impact.plots import _figure, _save
+from jaxsink.impact.plots import new_figure, save_figure
 from jaxsink.impact.runner import KEEP, ImpactOptions, impact
 from jaxsink.stats import uncertainty as unc
 from jaxsink.train.setup import load_trained
@@ -161,7 +161,7 @@ PLOTTED = ("window_cost", "sink_restore", "a4_tensor_cost", "a4_tensor_keep_gain
 
 def plot(table: dict, path) -> str:
     """Bars: each variant's mean figure (in % perplexity) with its 95% interval over seeds, per figure."""
-    plt, fig, axes = _figure(len(PLOTTED), 3.2)
+    plt, fig, axes = new_figure(len(PLOTTED), 3.2)
     for ax, f in zip(axes, PLOTTED):
         ivs = [unc.bootstrap_mean(m[f]) for m in table.values()]
         mean = [100 * math.expm1(i.mean) for i in ivs]
@@ -172,7 +172,7 @@ def plot(table: dict, path) -> str:
         ax.set_xticks(range(len(ivs)), list(table), rotation=45, ha="right", fontsize=8)
         ax.set_title(f.replace("_", " "), fontsize=9)
         ax.set_ylabel("% perplexity" if f == PLOTTED[0] else "")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 
 
-def _figure(ncols=1, width=6.0):
+def new_figure(ncols=1, width=6.0):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -13,7 +13,7 @@ def _figure(ncols=1, width=6.0):
     return plt, fig, axes
 
 
-def _save(plt, fig, path) -> str:
+def save_figure(plt, fig, path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -22,7 +22,7 @@ def _save(plt, fig, path) -> str:
 
 def bits_plot(result, path):
     """Activations alone (A8 / A4 per tensor / token / channel), nothing kept (solid) or sinks kept (dashed)."""
-    plt, fig, ax = _figure()
+    plt, fig, ax = new_figure()
     for gran in ("tensor", "token", "channel"):
         for keep, style in (("none", "-"), ("sinks+spikes", "--")):
             rows = sorted((r.bits, r.perplexity) for r in result.quant
@@ -32,11 +32,11 @@ def bits_plot(result, path):
                 ax.plot(xs, ys, style, marker="o", label=f"per {gran}{'' if keep == 'none' else ', sinks kept'}")
     ax.set(xlabel="activation bits", ylabel="perplexity", yscale="log", title="Perplexity vs activation bits")
     ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def layers_plot(result, path):
-    plt, fig, (a, b) = _figure(2)
+    plt, fig, (a, b) = new_figure(2)
     sites = [r.site for r in result.layers]
     for label in (result.layers[0].sqnr if result.layers else {}):
         a.plot(sites, [r.sqnr[label] for r in result.layers], marker=".", label=label)
@@ -46,11 +46,11 @@ def layers_plot(result, path):
     b.plot(sites, [max(r.kurtosis_osp, 1e-3) for r in result.layers], marker=".", label="OSP (per token, excess)")
     b.set(xlabel="linear-layer input (execution order)", ylabel="kurtosis", yscale="log", title="Kurtosis")
     b.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def kv_plot(result, path):
-    plt, fig, ax = _figure()
+    plt, fig, ax = new_figure()
     for kind in ("window", "streaming", "h2o"):
         rows = sorted((r.budget, r.perplexity) for r in result.eviction if r.kind == kind)
         if rows:
@@ -60,7 +60,7 @@ def kv_plot(result, path):
         ax.axhline(result.decode_float_perplexity, color="k", ls=":", label="full cache")
     ax.set(xlabel="KV-cache budget (tokens)", ylabel="perplexity", yscale="log", title="Perplexity vs KV budget")
     ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def write_all(result, out_dir) -> list[str]:

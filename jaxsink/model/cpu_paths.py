@@ -109,7 +109,7 @@ def causal_attention(q, k, v, window: int = 0, blocks: int | None = None):
     b, t, h, d = q.shape
     hkv = k.shape[2]
     g = h // hkv
-    n = blocks if blocks is not None else paths().get("attention_blocks", 1)
+    n = blocks if blocks is not None else paths()["attention_blocks"]
     n = n if n > 1 and t % n == 0 else 1
     qg = jnp.transpose(q.reshape(b, t, hkv, g, d), (0, 2, 3, 1, 4))                  # [B, Hkv, G, T, d]
     qg = qg * jnp.asarray(1.0 / math.sqrt(d), q.dtype)
