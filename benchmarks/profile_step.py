@@ -306,8 +306,8 @@ def interleaved(pairs: dict, reps: int) -> dict:
 # ------------------------------------------------------------------ main
 
 def main() -> None:
-    from jaxsink import cpu_malloc      # as the `jaxsink` command does (before JAX starts its threads)
-    cpu_malloc.keep_temporaries_resident()
+    from jaxsink import cpu_setup       # as the `jaxsink` command does (before JAX starts its threads)
+    cpu_setup.prepare()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="tiny")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])

@@ -302,8 +302,8 @@ def path_table(spec: str) -> dict:
 def serve(args) -> None:
     """A worker process: build and warm up (untimed; compilation happens here), then time one step per request."""
     if args.serve == "jaxsink":
-        from jaxsink import cpu_malloc      # as the `jaxsink` command does; JAXSINK_MALLOC=default opts out
-        cpu_malloc.keep_temporaries_resident()
+        from jaxsink import cpu_setup       # as the `jaxsink` command does (opt-outs: jaxsink.cpu_setup)
+        cpu_setup.prepare()
     cfg, spec, tokenizer, splits = setup(args)
     t0 = time.perf_counter()
     try:

@@ -20,9 +20,10 @@ lower layer (checked by `tests/test_layering.py`, function-local imports include
 
 # lowest first; the packages of one layer do not import each other
 LAYERS = (
-    ("jaxsink.notice", "jaxsink.cpu_malloc"),               # the SIGTERM notice; glibc malloc for XLA CPU
-                                                            # (standard library only)
-    ("jaxsink.jsonio", "jaxsink.supervise"),                # JSON-ready values; the multi-process supervisor
+    ("jaxsink.notice", "jaxsink.cpu_malloc",                # the SIGTERM notice; glibc malloc and the
+     "jaxsink.cpu_scheduler"),                              # scheduler for XLA CPU (standard library only)
+    ("jaxsink.jsonio", "jaxsink.supervise",                 # JSON-ready values; the multi-process supervisor;
+     "jaxsink.cpu_setup"),                                  # both CPU settings at once
     ("jaxsink.model.spec",),                                # the one model schema and its validation
     ("jaxsink.config",),                                    # the run config: schema, overrides, validation
     ("jaxsink.configs", "jaxsink.model.interventions",      # shipped configs; probe edits of the forward pass;

@@ -261,6 +261,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from jaxsink import cpu_malloc      # before JAX's first computation starts its threads
-    cpu_malloc.keep_temporaries_resident()
+    from jaxsink import cpu_setup       # before JAX's first computation starts its threads
+    cpu_setup.prepare()
     sys.exit(main())

@@ -16,7 +16,7 @@ import importlib.util
 import os
 import sys
 
-from jaxsink import cpu_malloc, notice
+from jaxsink import cpu_setup, notice
 
 GOOGLE_PCI_VENDOR = "0x1ae0"    # TPU chips on a Cloud TPU VM
 
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     notice.install()
     default_to_cpu_without_tpu()
     if runs_on_cpu():
-        cpu_malloc.keep_temporaries_resident()
+        cpu_setup.prepare()
 
     def command() -> int:
         from jaxsink.cli import main as cli_main

@@ -1,10 +1,10 @@
-"""Test session setup: 8 simulated CPU devices (before JAX initialises its backend), no network, and XLA
-CPU's temporaries kept resident as the `jaxsink` command keeps them (`jaxsink.cpu_malloc`)."""
+"""Test session setup: 8 simulated CPU devices (before JAX initialises its backend), no network, and JAX's
+CPU process settings as the `jaxsink` command applies them (`jaxsink.cpu_setup`)."""
 import os
 
-from jaxsink import cpu_malloc
+from jaxsink import cpu_setup
 
-cpu_malloc.keep_temporaries_resident()
+cpu_setup.prepare()
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
