@@ -21,7 +21,7 @@ import socket
 
 from jaxsink import config as config_lib
 from jaxsink import data as data_lib
-from jaxsink.data import bb_guo
+from jaxsink.data import generated
 from jaxsink.data.tokenizer import describe_fingerprint, same_tokenizer
 
 # keys that may change between the runs that share a workdir (cadence only, never the science)
@@ -59,10 +59,11 @@ def load_data(cfg, workdir: pathlib.Path):
     The tokenizer is checked against the fingerprint the workdir recorded when it started training (if any)
     before the corpus is encoded; a retrained BPE is saved only when it passes that check."""
     workdir = pathlib.Path(workdir)
-    if cfg.data.corpus == bb_guo.NAME:    # generated sequences, one per row from BOS (byte ids)
+    source = generated.generator(cfg.data.corpus)
+    if source is not None:                # generated sequences, one per row from BOS (byte ids)
         tokenizer = data_lib.ByteTokenizer()
         check_workdir_tokenizer(cfg, workdir, tokenizer)
-        return tokenizer, bb_guo.token_splits(cfg.train.seq_len)
+        return tokenizer, source.token_splits(cfg.train.seq_len)
     docs = data_lib.load_corpus(cfg.data.corpus)
     if cfg.data.tokenizer == "byte":
         tokenizer, unsaved = data_lib.ByteTokenizer(), False

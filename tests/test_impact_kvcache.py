@@ -2,6 +2,7 @@
 StreamingLLM's re-assigned positions."""
 import dataclasses
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -78,17 +79,12 @@ def test_bad_policies():
 
 def test_passkey_corpus_and_retrieval():
     from jaxsink.config import load_config
-    from jaxsink.data import load_corpus
     from jaxsink.data.tokenizer import ByteTokenizer
     from jaxsink.impact import passkey
-    docs = load_corpus("passkey")
-    assert len(docs) == 2048 and docs[0].count("the pass key is") == 2 and docs[0] != docs[1]
-    key = docs[0].split("the pass key is ")[1][:5]
-    assert key.isdigit() and docs[0].endswith(f"the pass key is {key}.")
-    assert load_config("configs/tiny_passkey.py").data.corpus == "passkey"
     tokens, start = passkey.prompts(ByteTokenizer(), True, n=3, filler_sentences=2)
     assert tokens.shape[0] == 3 and bytes(tokens[0, start:].astype(np.uint8)).decode().isdigit()
     assert tokens.shape[1] - start == 5 and tokens[0, 0] == ByteTokenizer().bos_id
+    assert load_config("configs/tiny_passkey.py").data.corpus == "passkey"
     s, graphdef, params = _model(vocab_size=264, max_seq_len=128)
     logits = np.asarray(apply(graphdef, params, jnp.asarray(tokens))[0])
     want = np.mean(np.all(logits[:, start - 1:-1].argmax(-1) == tokens[:, start:], axis=1))
@@ -124,10 +120,35 @@ def test_passkey_part_of_the_runner(tmp_path):
         runner.impact(model, "abcdefgh" * 200, tmp_path, dataclasses.replace(opts, budgets=(500,)))
 
 
-def test_passkey_short_corpus():
-    """configs/tiny_passkey_short.py: 4 filler sentences, so every document is 20 * 4 + 36 + 38 + 6 bytes."""
+def test_passkey_rows_are_one_document_from_bos_with_its_answer_repeated():
+    """The generated corpus (`jaxsink.data.passkey`): every row is one document from BOS whose key (distinct
+    digits, after the only `#` before the question) is the answer of every question that follows; rows are a
+    pure function of (seed, step); the held-out split is whole rows of another stream."""
+    import re
+    from jaxsink.data import passkey
+    from jaxsink.data.generated import generator
+    from jaxsink.workdir import load_data
     from jaxsink.config import load_config
-    from jaxsink.data import load_corpus
-    docs = load_corpus("passkey_short")
-    assert len(docs) == 4096 and {len(d) for d in docs} == {160} and docs[0].count("the pass key is") == 2
-    assert load_config("configs/tiny_passkey_short.py").data.corpus == "passkey_short"
+    inputs, targets = passkey.train_batch(seed=3, step=7, batch_size=64, seq_len=384, bos_id=256)
+    again, _ = passkey.train_batch(seed=3, step=7, batch_size=64, seq_len=384, bos_id=256)
+    other, _ = passkey.train_batch(seed=3, step=8, batch_size=64, seq_len=384, bos_id=256)
+    assert (inputs == again).all() and not (inputs == other).all()
+    assert inputs.shape == targets.shape == (64, 384) and (inputs[:, 0] == 256).all()
+    assert (inputs[:, 1:] == targets[:, :-1]).all()
+    fillers = set()
+    for row in targets:
+        text = bytes(row.astype(np.uint8)).decode("ascii")
+        key = re.match(r"(?:[a-z .]{20})*the pass key is #(\d{5})\. remember it\. ", text).group(1)
+        assert len(set(key)) == 5
+        first_question = text.index("what is the pass key?")
+        assert text[:first_question].count("#") == 1
+        fillers.add((first_question - 37) // 20)
+        answers = re.findall(r"the pass key is #(\d+)", text[first_question:])
+        assert answers[0] == key and all(key.startswith(a) for a in answers)
+    assert fillers == set(range(13))          # 0..12 filler sentences
+    assert generator("passkey") is passkey and generator("shakespeare") is None
+    cfg = load_config("configs/tiny_passkey.py")
+    tok, splits = load_data(cfg, pathlib.Path("/nonexistent-workdir"))
+    held = splits.heldout.reshape(-1, cfg.train.seq_len)
+    assert held.shape == (256, 384) and held[:, :16].tolist().count(list(b"the pass key is ")) >= 1
+    assert not np.array_equal(held, splits.train.reshape(-1, 384))

@@ -12,7 +12,6 @@ import json
 import pathlib
 import re
 
-from jaxsink.data.passkey import passkey_docs
 from jaxsink.data.synthetic import bigram_backcopy
 
 
@@ -133,5 +132,4 @@ def kjv() -> list[str]:
 
 
 SHIPPED = {"shakespeare": shakespeare, "kjv": kjv, "english": lambda: shakespeare() + kjv(),
-           "bigram_backcopy": bigram_backcopy, "passkey": passkey_docs,
-           "passkey_short": lambda: passkey_docs(4096, filler_sentences=4)}   # about two recalls per 320 bytes
+           "bigram_backcopy": bigram_backcopy}

@@ -38,14 +38,15 @@ def errors() -> tuple:
 
 
 def _rows(args) -> int:
-    """A workdir trained on generated BOS-started sequences (bb_guo) and probed on its own held-out split:
-    their length, so that every chunk is one whole sequence from BOS (`ImpactOptions.rows`); else 0."""
+    """A workdir trained on generated BOS-started sequences (`jaxsink.data.generated`) and probed on its own
+    held-out split: their length, so that every chunk is one whole sequence from BOS (`ImpactOptions.rows`);
+    else 0."""
     if not args.workdir or args.text:
         return 0
-    from jaxsink.data import bb_guo
+    from jaxsink.data.generated import generator
     from jaxsink.workdir import load_workdir_config
     cfg = load_workdir_config(args.workdir)
-    return cfg.train.seq_len if cfg.data.corpus == bb_guo.NAME else 0
+    return cfg.train.seq_len if generator(cfg.data.corpus) is not None else 0
 
 
 def command(args, load_source) -> dict:

@@ -34,8 +34,7 @@ def prompts(tokenizer, bos: bool, n: int, filler_sentences: int, seed: int = 1):
     rows, starts = [], []
     for _ in range(n):
         prompt, answer = passkey_document(rng, filler_sentences)
-        answer = answer.removesuffix(".")   # the answer is the key: the full stop ending each document is
-        # the held-out split of configs/tiny_passkey.py, so the model never sees one after a recalled key
+        answer = answer.removesuffix(".")   # the answer scored is the key itself
         ids = list(tokenizer.encode(prompt + answer))
         ids = ([tokenizer.bos_id] if bos else []) + ids
         rows.append(ids)
@@ -60,7 +59,7 @@ def evaluate(graphdef, params, tokens, start: int, policy: kvcache.CachePolicy) 
 
 
 def run(model, params, policies, n: int, filler_sentences: int, bos: bool, bar=None) -> list[PasskeyRow]:
-    """Accuracy and answer perplexity of n held-out prompts (seed 1; training used seed 0) under the full
+    """Accuracy and answer perplexity of n held-out prompts (rng(1); training rows use rng(seed, step)) under the full
     cache and each policy; a budget must be below the prompt length (else it is the full cache)."""
     tokens, start = prompts(model.tokenizer, bos, n, filler_sentences)
     too_long = [p.budget for p in policies if p.budget >= tokens.shape[1]]

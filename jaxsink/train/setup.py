@@ -25,7 +25,7 @@ from jaxsink import data as data_lib
 from jaxsink import sharding
 from jaxsink.data.tokenizer import describe_fingerprint, same_tokenizer
 from jaxsink.model import ModelSpec, abstract_model, build, layout, map_variables, per_block_graphdef, split
-from jaxsink.data import bb_guo
+from jaxsink.data import generated
 from jaxsink.model.loaded import LoadedModel
 from jaxsink.model.partitioning import partitioned
 from jaxsink.train.checkpoint import CheckpointStore
@@ -156,8 +156,8 @@ class Run:
 
     def train_batch(self, step: int) -> dict:
         t = self.cfg.train
-        make = bb_guo.train_batch if self.cfg.data.corpus == bb_guo.NAME else \
-            functools.partial(data_lib.train_batch, self.splits.train)
+        source = generated.generator(self.cfg.data.corpus)
+        make = source.train_batch if source is not None else functools.partial(data_lib.train_batch, self.splits.train)
         inputs, targets = make(seed=t.seed, step=step, batch_size=t.batch_size, seq_len=t.seq_len,
                                bos_id=self.tokenizer.bos_id)
         shape = (t.grad_accum, t.batch_size // t.grad_accum, t.seq_len)
