@@ -101,9 +101,12 @@ def test_passkey_part_of_the_runner(tmp_path):
     s, graphdef, params = _model(vocab_size=264, max_seq_len=128)
     model = LoadedModel(graphdef, params, s, ByteTokenizer(), True, "random")
     opts = runner.ImpactOptions(seq_len=16, num_sequences=2, batch_size=2, calib_sequences=1, parts=("passkey",),
-                                budgets=(40,), sinks=2, progress=False, plots=False, passkey_prompts=3,
+                                budgets=(40,), sinks=2, progress=False, plots=True, passkey_prompts=3,
                                 passkey_filler=2)
-    rows = runner.impact(model, "abcdefgh" * 200, tmp_path, opts).to_json()["passkey"]
+    result = runner.impact(model, "abcdefgh" * 200, tmp_path, opts)
+    assert result.plots == [str(tmp_path / "impact_passkey.png")]
+    assert (tmp_path / "impact_passkey.png").stat().st_size > 1000
+    rows = result.to_json()["passkey"]
     assert [r["policy"] for r in rows] == ["full:" + str(rows[0]["budget"]), "window:40", "streaming:2+38",
                                            "h2o:heavy+20"]
     tokens, start = passkey.prompts(ByteTokenizer(), True, n=3, filler_sentences=2)

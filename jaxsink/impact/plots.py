@@ -1,5 +1,5 @@
 """PNG plots of an `ImpactResult`: perplexity against bits per granularity, per-layer SQNR and kurtosis,
-perplexity against the KV-cache budget per eviction policy."""
+perplexity against the KV-cache budget per eviction policy, passkey retrieval against it."""
 from __future__ import annotations
 
 import pathlib
@@ -49,18 +49,34 @@ def layers_plot(result, path):
     return save_figure(plt, fig, path)
 
 
-def kv_plot(result, path):
+POLICY_LABELS = {"window": "window only", "streaming": "StreamingLLM (sinks kept)", "h2o": "H2O"}
+
+
+def policy_plot(rows, full, path, ylabel, title, log=True):
+    """One line per eviction kind: `rows` are (kind, budget, value); `full` is the full cache's value."""
     plt, fig, ax = new_figure()
-    for kind in ("window", "streaming", "h2o"):
-        rows = sorted((r.budget, r.perplexity) for r in result.eviction if r.kind == kind)
-        if rows:
-            ax.plot(*zip(*rows), marker="o", label={"window": "window only", "streaming": "StreamingLLM (sinks kept)",
-                                                    "h2o": "H2O"}[kind])
-    if result.decode_float_perplexity:
-        ax.axhline(result.decode_float_perplexity, color="k", ls=":", label="full cache")
-    ax.set(xlabel="KV-cache budget (tokens)", ylabel="perplexity", yscale="log", title="Perplexity vs KV budget")
+    for kind, label in POLICY_LABELS.items():
+        points = sorted((budget, value) for k, budget, value in rows if k == kind)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=label)
+    if full is not None:
+        ax.axhline(full, color="k", ls=":", label="full cache")
+    ax.set(xlabel="KV-cache budget (tokens)", ylabel=ylabel, yscale="log" if log else "linear", title=title)
     ax.legend(fontsize=7)
     return save_figure(plt, fig, path)
+
+
+def kv_plot(result, path):
+    return policy_plot([(r.kind, r.budget, r.perplexity) for r in result.eviction],
+                       result.decode_float_perplexity or None, path, "perplexity", "Perplexity vs KV budget")
+
+
+def passkey_plot(result, path):
+    """Retrieval accuracy of the passkey prompts (`jaxsink.impact.passkey`) per policy and budget."""
+    full = [r.accuracy for r in result.passkey if r.kind == "full"]
+    return policy_plot([(r.kind, r.budget, 100 * r.accuracy) for r in result.passkey if r.kind != "full"],
+                       100 * full[0] if full else None, path, "prompts retrieved (%)",
+                       "Passkey retrieval vs KV budget", log=False)
 
 
 def write_all(result, out_dir) -> list[str]:
@@ -72,4 +88,6 @@ def write_all(result, out_dir) -> list[str]:
         written.append(layers_plot(result, out_dir / "impact_layers.png"))
     if result.eviction:
         written.append(kv_plot(result, out_dir / "impact_kv.png"))
+    if result.passkey:
+        written.append(passkey_plot(result, out_dir / "impact_passkey.png"))
     return written
