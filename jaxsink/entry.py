@@ -25,18 +25,18 @@ def default_to_cpu_without_tpu() -> None:
     """With the `[tpu]` extra (libtpu, for `jaxsink compile`) on a machine without TPU chips, JAX would try
     to start libtpu and print several lines of initialisation errors before falling back to the CPU: make
     the CPU the platform there unless JAX_PLATFORMS says otherwise or another accelerator is present."""
-    if "JAX_PLATFORMS" in os.environ or importlib.util.find_spec("libtpu") is None:
+    if os.environ.get("JAX_PLATFORMS", "").strip() or importlib.util.find_spec("libtpu") is None:
         return
     if not accelerator_present():
         os.environ["JAX_PLATFORMS"] = "cpu"
 
 
 def runs_on_cpu() -> bool:
-    """JAX will compute on the CPU: JAX_PLATFORMS names only the CPU, or it is unset and no accelerator is
-    present (a libtpu wheel alone is not one)."""
-    platforms = os.environ.get("JAX_PLATFORMS")
-    if platforms is not None:
-        return platforms.strip().lower() == "cpu"
+    """JAX will compute on the CPU: JAX_PLATFORMS names only the CPU, or it is unset or empty (JAX then picks
+    the platform itself) and no accelerator is present (a libtpu wheel alone is not one)."""
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    if platforms:
+        return platforms == "cpu"
     return not accelerator_present()
 
 

@@ -60,6 +60,9 @@ def test_the_command_applies_it_only_where_jax_runs_on_the_cpu(monkeypatch):
     assert entry.runs_on_cpu()
     monkeypatch.setenv("JAX_PLATFORMS", "tpu")
     assert not entry.runs_on_cpu()
+    monkeypatch.setenv("JAX_PLATFORMS", "")          # empty: JAX picks the platform, as when unset
+    monkeypatch.setattr(entry, "accelerator_present", lambda: False)
+    assert entry.runs_on_cpu()
     monkeypatch.delenv("JAX_PLATFORMS")
     monkeypatch.setattr(entry, "accelerator_present", lambda: True)
     assert not entry.runs_on_cpu()
