@@ -240,7 +240,8 @@ def demo(workdir, overrides=(), progress: bool = False) -> dict:
                          f"{got.get('cuts_spike')} -> decoupling {'shown' if shown else 'not shown'}")
     if any("reference has no sink" in c["evidence"] for c in verdicts):
         lines.append("why: pre-norm's own BOS sink has not formed in every seed at this length, so 'keeps the sink' "
-                     "cannot be judged; the spike side can (train longer: --config.train.steps=1600)")
+                     "cannot be judged; the spike side can (more seeds: --seeds; a seed without a sink at 800 steps may "
+                     "still have none at 1600)")
     lines.append(f"claims: {pathlib.Path(workdir) / 'claims.md'}")
     lines.append(f"wall time: {time.monotonic() - tic:.0f} s")
     print("\n".join(lines), file=sys.stderr)
