@@ -1,11 +1,10 @@
 """Ask XLA CPU for its concurrency-optimised scheduler (standard library only, so it runs before JAX).
 
-Why (issue 18, BENCHMARKS.md "Concurrency-optimised scheduler"): XLA CPU runs a tiny training step on about
-1.1 cores; its default scheduler orders the ops to minimise memory. The concurrency-optimised one orders them
-so that independent ops can overlap on the executor's threads. Measured interleaved on the idle 2-core machine
-(`benchmarks/torch_reference.py --xla-flags xla_cpu_enable_concurrency_optimized_scheduler=false`): the tiny
-float32 step is 1.05-1.08x faster with it in 2 of 3 runs (0.92x in the third); the compiled program's
-temporaries are the same size (93.3 MB).
+Why (issue 18, BENCHMARKS.md "the concurrency-optimised scheduler"): XLA CPU's default scheduler orders the
+ops to minimise memory; the concurrency-optimised one orders them so that independent ops can overlap on the
+executor's threads. Measured interleaved on the idle 2-core machine (`benchmarks/torch_reference.py
+--xla-flags xla_cpu_enable_concurrency_optimized_scheduler=false`): the tiny float32 step is 1.03-1.09x faster
+with it in 5 of 6 runs (0.92x in the other); the compiled program's temporaries are the same size (93.3 MB).
 
 An XLA flag that the installed jaxlib does not define aborts the process at backend start, and jax is not
 pinned from above; so the flag is added only when the jaxlib binary carries its name (28 ms to look), and

@@ -11,3 +11,9 @@ GENERATED = {bb_guo.NAME: bb_guo, passkey.NAME: passkey}
 def generator(corpus: str):
     """The generating module of `corpus`, or None for a corpus that is read."""
     return GENERATED.get(corpus)
+
+
+def row_length(corpus: str, seq_len: int) -> int:
+    """The length of a generated corpus's rows (its held-out split is cut back into whole rows from BOS:
+    `jaxsink.impact.runner.ImpactOptions.rows`); 0 for a corpus that is read."""
+    return seq_len if generator(corpus) is not None else 0

@@ -43,10 +43,10 @@ def _rows(args) -> int:
     else 0."""
     if not args.workdir or args.text:
         return 0
-    from jaxsink.data.generated import generator
+    from jaxsink.data.generated import row_length
     from jaxsink.workdir import load_workdir_config
     cfg = load_workdir_config(args.workdir)
-    return cfg.train.seq_len if generator(cfg.data.corpus) is not None else 0
+    return row_length(cfg.data.corpus, cfg.train.seq_len)
 
 
 def command(args, load_source) -> dict:

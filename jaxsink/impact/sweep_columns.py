@@ -71,7 +71,7 @@ def sweep_options(spec, rows: int, progress: bool):
 
 def run_variant(vdir, progress: bool = True) -> pathlib.Path:
     """`jaxsink impact` on a trained variant's held-out text with `sweep_options`; returns its impact.json."""
-    from jaxsink.data.generated import generator
+    from jaxsink.data.generated import row_length
     from jaxsink.impact.runner import impact
     from jaxsink.train.setup import load_trained
     from jaxsink.workdir import load_data, load_workdir_config
@@ -79,6 +79,6 @@ def run_variant(vdir, progress: bool = True) -> pathlib.Path:
     cfg = load_workdir_config(vdir)
     model = load_trained(vdir)
     _, splits = load_data(cfg, vdir)
-    rows = cfg.train.seq_len if generator(cfg.data.corpus) is not None else 0
+    rows = row_length(cfg.data.corpus, cfg.train.seq_len)
     impact(model, model.tokenizer.decode(splits.heldout), vdir / IMPACT_DIR, sweep_options(model.spec, rows, progress))
     return vdir / IMPACT_DIR / "impact.json"
